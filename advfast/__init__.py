@@ -1,0 +1,11 @@
+"""advfast: fused adversarial-perturbation kernels and adversarial attacks for PyTorch.
+
+x_adv = advfast.pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)
+"""
+
+from advfast import ops, reference
+from advfast._extension import build_info, has_cuda_kernels
+from advfast.attacks import fgsm, pgd
+
+__all__ = ["build_info", "fgsm", "has_cuda_kernels", "ops", "pgd", "reference"]
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+// What every op does before its device loop: argument checks (errors name the op and the argument) and
+// layout normalisation, so that CPU and CUDA kernels only ever see dense tensors with identical strides and
+// the batch dimension outermost, and can find a flat element's sample as index / per_sample.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
+
+namespace advfast {
+
+// A value given once for the batch, or per sample as a [B] tensor in the op's math dtype, contiguous, on the
+// op's device.
+struct PerSample {
+  double value = 0.0;
+  c10::optional<at::Tensor> tensor;
+};
+
+// One perturbation-step call after checks: x_adv, grad and x share strides; mask is a contiguous bool [B].
+struct StepCall {
+  at::Tensor x_adv;
+  at::Tensor grad;
+  at::Tensor x;
+  PerSample eps;
+  PerSample alpha;
+  double lo = 0.0;
+  double hi = 1.0;
+  c10::optional<at::Tensor> mask;
+
+  int64_t batch() const { return x_adv.size(0); }
+  int64_t per_sample() const { return batch() == 0 ? 0 : x_adv.numel() / batch(); }
+};
+
+// A random-start call after checks: the noise is already drawn into x_adv (uniform in [-1, 1] for L-inf,
+// standard normal for L2) and, for L2, radius_fraction holds U^(1/n) per sample.
+struct StartCall {
+  at::Tensor x_adv;
+  at::Tensor x;
+  PerSample eps;
+  double lo = 0.0;
+  double hi = 1.0;
+  c10::optional<at::Tensor> radius_fraction;
+
+  int64_t batch() const { return x_adv.size(0); }
+  int64_t per_sample() const { return batch() == 0 ? 0 : x_adv.numel() / batch(); }
+};
+
+using StepKernel = void (*)(const StepCall&);
+using StartKernel = void (*)(const StartCall&);
+
+// Checks the arguments of linf_step_ / l2_step_, runs `kernel` on a normalised layout, writes back into x_adv.
+void run_step(
+    const char* op,
+    const at::Tensor& x_adv,
+    const at::Tensor& grad,
+    const at::Tensor& x,
+    double eps,
+    double alpha,
+    double lo,
+    double hi,
+    const c10::optional<at::Tensor>& eps_per_sample,
+    const c10::optional<at::Tensor>& alpha_per_sample,
+    const c10::optional<at::Tensor>& mask,
+    StepKernel kernel);
+
+enum class Norm { Linf, L2 };
+
+// Parses the `norm` argument ("linf" or "l2"), naming the op in the error.
+Norm parse_norm(const char* op, c10::string_view norm);
+
+// Checks the arguments of random_start_, draws the noise with `generator` (torch's own RNG, so CUDA graphs
+// capture it), then runs the kernel of the chosen norm.
+void run_random_start(
+    const char* op,
+    const at::Tensor& x_adv,
+    const at::Tensor& x,
+    double eps,
+    c10::string_view norm,
+    double lo,
+    double hi,
+    const c10::optional<at::Tensor>& eps_per_sample,
+    const c10::optional<at::Generator>& generator,
+    StartKernel linf_kernel,
+    StartKernel l2_kernel);
+
+}  // namespace advfast

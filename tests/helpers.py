@@ -1,0 +1,114 @@
+"""Shared test helpers: layouts, ulp comparisons, what was built, tolerances."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+import advfast
+from advfast._extension import _C
+
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# Explicit mantissa bits (excluding the implicit one) per storage dtype, for ulp distances.
+MANTISSA_BITS = {torch.float32: 23, torch.float64: 52, torch.float16: 10, torch.bfloat16: 7}
+
+# Layouts a [B, C, H, W] tensor can arrive in. "batch_inner" is dense but with the batch dimension not
+# outermost in memory; "strided" is not dense at all. Both take the ops' copy path.
+LAYOUTS = ("contiguous", "channels_last", "batch_inner", "strided")
+
+CPU_ISAS = tuple(advfast.build_info()["cpu_isas"])
+
+
+def cuda_available() -> bool:
+    """Tests of CUDA kernels run only when this build has them and a GPU is present."""
+    return advfast.has_cuda_kernels() and torch.cuda.is_available()
+
+
+def devices() -> list[str]:
+    return ["cpu", "cuda"] if cuda_available() else ["cpu"]
+
+
+class cpu_isa:
+    """Context manager running the CPU loops with one compiled instruction set."""
+
+    def __init__(self, isa: str) -> None:
+        self.isa = isa
+
+    def __enter__(self) -> None:
+        self.previous = _C.cpu_isa()
+        _C.set_cpu_isa(self.isa)
+
+    def __exit__(self, *exc: object) -> None:
+        _C.set_cpu_isa(self.previous)
+
+
+def in_layout(t: Tensor, layout: str) -> Tensor:
+    """The same values as t ([B, ...]) stored in the given layout."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t.contiguous()
+    if layout == "batch_inner":
+        # Dense storage with the batch dimension innermost: permute the dims, copy, permute back.
+        order = (*range(1, t.dim()), 0)
+        inverse = [order.index(i) for i in range(t.dim())]
+        return t.permute(order).contiguous().permute(inverse)
+    if layout == "strided":
+        # Every other element of a twice-as-wide buffer along the last dim: not dense.
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+        view = wide[..., ::2]
+        view.copy_(t)
+        return view
+    raise ValueError(layout)
+
+
+def ulp_distance(actual: Tensor, expected: Tensor) -> float:
+    """Largest distance between actual and expected in units in the last place of expected's dtype."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if actual.numel() == 0:
+        return 0.0
+    a, e = actual.double(), expected.double()
+    bits = MANTISSA_BITS[expected.dtype]
+    magnitude = e.abs().clamp_min(torch.finfo(expected.dtype).tiny)
+    ulp = torch.exp2(torch.floor(torch.log2(magnitude)) - bits)
+    return ((a - e).abs() / ulp).max().item()
+
+
+def describe_mismatch(actual: Tensor, expected: Tensor) -> str:
+    """The first differing element, for assertion messages."""
+    diff = (actual.double() - expected.double()).abs()
+    if diff.numel() == 0 or diff.max() == 0:
+        return "no mismatch"
+    index = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+    return f"at {index}: actual {actual[index].item()!r}, expected {expected[index].item()!r}"
+
+
+def assert_close_ulps(actual: Tensor, expected: Tensor, ulps: float) -> None:
+    distance = ulp_distance(actual, expected)
+    assert distance <= ulps, f"{distance} ulps > {ulps}; {describe_mismatch(actual, expected)}"
+
+
+def distance(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
+    """Per-sample L-inf or L2 distance, in float64."""
+    d = (x_adv.double() - x.double()).flatten(1)
+    return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)
+
+
+def assert_in_ball(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: str, lo: float, hi: float) -> None:
+    """x_adv is finite, inside [lo, hi] and inside the eps-ball around x, up to the rounding of storing x + d
+    in x_adv's dtype (half an ulp of values up to 2 in magnitude, per element)."""
+    assert torch.isfinite(x_adv).all(), "non-finite values"
+    assert (x_adv >= lo).all() and (x_adv <= hi).all(), f"outside the bounds [{lo}, {hi}]"
+    if x_adv.shape[0] == 0:
+        return
+    if not isinstance(eps, Tensor):
+        eps = torch.full((x_adv.shape[0],), eps, dtype=torch.float64)
+    eps = eps.double().cpu()
+    slack = 4 * math.ldexp(2.0, -MANTISSA_BITS[x_adv.dtype])
+    elements = max(x_adv[0].numel(), 1)
+    dist = distance(x_adv, x, norm).cpu()
+    inside = dist <= eps * (1 + slack) + slack * (math.sqrt(elements) if norm == "l2" else 1.0)
+    assert inside.all(), f"outside the {norm} ball: {dist[~inside].tolist()} > {eps[~inside].tolist()}"
