@@ -1,0 +1,391 @@
+"""The fused step ops against the eager chains, torch.compile and a plain copy of the same bytes.
+
+Per device, norm (``linf``, ``l2``) and size (float32, CIFAR-shaped ``[N // 3072, 3, 32, 32]``, N from 1M to
+64M elements), five variants of one PGD step from the same inputs:
+
+- ``advfast``: ``ops.linf_step_`` / ``ops.l2_step_``, in place, one pass over memory (three for L2's norms);
+- ``eager_out_of_place``: the chain torchattacks' ``PGD`` / ``PGDL2`` run each step, a new tensor per op;
+- ``eager_in_place``: the same math with in-place ops into preallocated buffers;
+- ``compiled``: ``torch.compile(fullgraph=True, dynamic=False)`` of the op's formula
+  (:mod:`advfast.reference`), out of place, compiled and warmed up per shape outside the timed region;
+- ``copy_floor``: ``dst.copy_(src)`` over as many bytes as the step must move (it reads x_adv, grad and x and
+  writes x_adv: 16 bytes per element; a copy of 2N floats moves the same), the memory floor.
+
+Every variant's result is checked against :mod:`advfast.reference` before it is timed, and the test fails if
+it is wrong: bit for bit for the L-inf advfast and eager steps, within 1e-5 where the rounding of the L2
+norms' reductions (or of a compiler's fusion) may differ. Each benchmark's ``extra_info`` records the bytes
+the step moves, the device and its name, torch's version and thread count; benchmarks are grouped per
+(device, norm, size), so pytest-benchmark's table puts the variants of one size side by side.
+
+Run from the repository root (about 4-5 minutes on 2 CPU cores, most of it the 64M eager chains and the
+first torch.compile)::
+
+    .venv/bin/pytest benchmarks/bench_step.py --benchmark-json=benchmarks/results/step-cpu.json
+    .venv/bin/python benchmarks/report.py benchmarks/results/step-cpu.json
+
+``ADVFAST_BENCH_SIZES=1M,4M`` restricts the sizes (default ``1M,4M,16M,64M``; ``K``/``M`` suffixes or plain
+element counts). Rounds follow pytest-benchmark's options: at least ``--benchmark-min-rounds`` (default 5),
+more while ``--benchmark-max-time`` (default 1 s) is not used up, after one warm-up round. A smoke run::
+
+    ADVFAST_BENCH_SIZES=1M .venv/bin/pytest benchmarks/bench_step.py --benchmark-min-rounds=1 \\
+        --benchmark-max-time=0.05 --benchmark-json=benchmarks/results/smoke.json
+
+On CUDA (when torch sees a GPU and advfast was built with its CUDA kernels) one round runs the step
+``calls_per_round`` times and then synchronizes once, so that launch and synchronization latency do not
+swamp kernels of a few microseconds: pytest-benchmark's own table shows seconds per round there, and
+``report.py`` divides by ``calls_per_round``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+import advfast
+from advfast import ops, reference
+
+SIZES = {"1M": 2**20, "4M": 2**22, "16M": 2**24, "64M": 2**26}
+SAMPLE_SHAPE = (3, 32, 32)  # CIFAR
+SAMPLE_NUMEL = 3 * 32 * 32
+NORMS = ("linf", "l2")
+VARIANTS = ("advfast", "eager_out_of_place", "eager_in_place", "compiled", "copy_floor")
+# torchattacks' defaults: PGD eps=8/255, alpha=2/255; PGDL2 eps=1.0, alpha=0.2, eps_for_division=1e-10.
+EPS = {"linf": 8 / 255, "l2": 1.0}
+ALPHA = {"linf": 2 / 255, "l2": 0.2}
+DIVISION_EPS = 1e-10
+LO, HI = 0.0, 1.0
+BYTES_PER_ELEMENT = 16  # float32 x_adv, grad and x read, x_adv written
+# Variants whose float32 L-inf result must equal advfast.reference bit for bit (same operations, same order).
+EXACT = {("linf", "advfast"), ("linf", "eager_out_of_place"), ("linf", "eager_in_place")}
+# Otherwise: the L2 norms sum in another order (advfast: float64 on the CPU), and a compiler may contract a
+# multiply-add; values lie in [0, 1], so 1e-5 is ~100 float32 ulps at 1 and far below any wrong result.
+# (Whether such a variant came out bit-equal anyway is recorded in extra_info["bit_exact"].)
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
+CUDA_ELEMENTS_PER_ROUND = 2**27  # on CUDA, a round steps this many elements in all (>= 2 calls)
+
+
+def parse_sizes(text: str | None) -> dict[str, int]:
+    """Sizes from ``ADVFAST_BENCH_SIZES`` ("1M,4M", "256K", "3000000"): label -> element count."""
+    if not text:
+        return dict(SIZES)
+    sizes: dict[str, int] = {}
+    for item in text.split(","):
+        label = item.strip().upper()
+        match = re.fullmatch(r"(\d+)([KM]?)", label)
+        if match is None:
+            raise ValueError(f"ADVFAST_BENCH_SIZES: {item!r} is not a size such as 1M, 256K or 3000000")
+        n = int(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20}[match.group(2)]
+        if n < SAMPLE_NUMEL:
+            raise ValueError(f"ADVFAST_BENCH_SIZES: {item!r} is less than one 3x32x32 sample")
+        sizes[label] = n
+    return sizes
+
+
+BENCH_SIZES = parse_sizes(os.environ.get("ADVFAST_BENCH_SIZES"))
+# torch.cuda.is_available() is safe without a GPU; CUDA runs only where advfast has its CUDA kernels.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and advfast.has_cuda_kernels() else [])
+# Device, then size, then norm, then variant: one size's tensors are built once and freed before the next.
+PARAMS = [
+    pytest.param(device, norm, size, variant, id=f"{device}-{norm}-{size}-{variant}", marks=marks)
+    for device in DEVICES
+    for marks in [[pytest.mark.cuda] if device == "cuda" else []]
+    for size in BENCH_SIZES
+    for norm in NORMS
+    for variant in VARIANTS
+]
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """One step's inputs and its reference result; tensors [B, 3, 32, 32] float32."""
+
+    x: Tensor  # clean batch, uniform in [0, 1]
+    grad: Tensor  # standard normal
+    start: Tensor  # x_adv before the step: a random point of the eps-ball around x, clipped to [0, 1]
+    expected: Tensor  # advfast.reference's step from start
+
+
+@dataclass
+class _Cache:
+    """The tensors of one (device, size) at a time (64M elements are 256 MB per tensor), and the compiled
+    formulas of that shape."""
+
+    key: tuple[str, int] | None = None
+    clean: tuple[Tensor, Tensor] | None = None
+    norm_inputs: dict[str, Inputs] = field(default_factory=dict)
+    compiled: dict[str, Callable[..., Tensor]] = field(default_factory=dict)
+    compile_s: dict[str, float] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        had_compiled = bool(self.compiled)
+        self.key, self.clean = None, None
+        self.norm_inputs.clear()
+        self.compiled.clear()
+        self.compile_s.clear()
+        gc.collect()
+        if had_compiled:
+            torch._dynamo.reset()  # drop the compiled graphs of the old shape
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def inputs(self, device: str, n: int, norm: str) -> Inputs:
+        if self.key != (device, n):
+            self.clear()
+            self.key = (device, n)
+            gen = torch.Generator(device=device).manual_seed(n)
+            shape = (n // SAMPLE_NUMEL, *SAMPLE_SHAPE)
+            x = torch.rand(shape, generator=gen, device=device)
+            grad = torch.randn(shape, generator=gen, device=device)
+            self.clean = (x, grad)
+        if norm not in self.norm_inputs:
+            self.norm_inputs.clear()  # one norm's start and expected result at a time
+            assert self.clean is not None
+            x, grad = self.clean
+            start = _random_start(x, norm, EPS[norm], seed=n + 1)
+            step = reference.linf_step if norm == "linf" else reference.l2_step
+            expected = step(start, grad, x, EPS[norm], ALPHA[norm], LO, HI)
+            self.norm_inputs[norm] = Inputs(x, grad, start, expected)
+        return self.norm_inputs[norm]
+
+
+_CACHE = _Cache()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_cache() -> Iterator[None]:
+    yield
+    _CACHE.clear()
+
+
+def _random_start(x: Tensor, norm: str, eps: float, seed: int) -> Tensor:
+    """L-inf: uniform in the eps-cube; L2: a uniform direction at radius eps * U[0, 1] (so that the step's
+    projection is active for some samples and not for others). Clipped to [0, 1]."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=gen, device=x.device).mul_(2).sub_(1).mul_(eps)
+    else:
+        noise = torch.randn(x.shape, generator=gen, device=x.device)
+        radius = eps * torch.rand(x.shape[0], generator=gen, device=x.device)
+        scale = radius / torch.linalg.vector_norm(noise.flatten(1), dim=1)
+        noise.mul_(scale.view(-1, 1, 1, 1))
+    return noise.add_(x).clamp_(LO, HI)
+
+
+# ---- the variants ----------------------------------------------------------------------------------------
+
+
+def eager_linf_out_of_place(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
+    """torchattacks ``PGD``'s step, op for op: four temporaries and a result per step."""
+    adv = x_adv.detach() + alpha * grad.sign()
+    delta = torch.clamp(adv - x, min=-eps, max=eps)
+    return torch.clamp(x + delta, min=LO, max=HI).detach()
+
+
+def eager_l2_out_of_place(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
+    """torchattacks ``PGDL2``'s step, op for op."""
+    b = x_adv.shape[0]
+    grad_norms = torch.norm(grad.view(b, -1), p=2, dim=1) + DIVISION_EPS
+    grad = grad / grad_norms.view(b, 1, 1, 1)
+    adv = x_adv.detach() + alpha * grad
+    delta = adv - x
+    delta_norms = torch.norm(delta.view(b, -1), p=2, dim=1)
+    factor = eps / delta_norms
+    factor = torch.min(factor, torch.ones_like(delta_norms))
+    delta = delta * factor.view(-1, 1, 1, 1)
+    return torch.clamp(x + delta, min=LO, max=HI).detach()
+
+
+def eager_in_place(
+    norm: str, x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float
+) -> Callable[[], Tensor]:
+    """The out-of-place chain's math with in-place ops into one preallocated buffer (plus [B] norms);
+    each call steps ``x_adv`` in place and returns it."""
+    buf = torch.empty_like(x)
+    if norm == "linf":
+
+        def linf() -> Tensor:
+            torch.sign(grad, out=buf)
+            buf.mul_(alpha).add_(x_adv).sub_(x).clamp_(-eps, eps)
+            torch.add(x, buf, out=x_adv)
+            return x_adv.clamp_(LO, HI)
+
+        return linf
+
+    b = x.shape[0]
+    column = (b, 1, 1, 1)
+    grad_norms, delta_norms, factor = (x.new_empty(b) for _ in range(3))
+
+    def l2() -> Tensor:
+        torch.linalg.vector_norm(grad.view(b, -1), dim=1, out=grad_norms)
+        grad_norms.add_(DIVISION_EPS)
+        torch.div(grad, grad_norms.view(column), out=buf)
+        buf.mul_(alpha).add_(x_adv).sub_(x)
+        torch.linalg.vector_norm(buf.view(b, -1), dim=1, out=delta_norms)
+        factor.fill_(eps).div_(delta_norms).clamp_(max=1.0)
+        buf.mul_(factor.view(column))
+        torch.add(x, buf, out=x_adv)
+        return x_adv.clamp_(LO, HI)
+
+    return l2
+
+
+def linf_formula(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
+    """The fused L-inf op's formula, out of place (non-finite gradient entries count 0), for torch.compile."""
+    return reference.linf_step(x_adv, grad, x, eps, alpha, LO, HI)
+
+
+def l2_formula(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
+    """The fused L2 op's formula, out of place, for torch.compile."""
+    return reference.l2_step(x_adv, grad, x, eps, alpha, LO, HI)
+
+
+def _import_inductor() -> None:
+    """Import torch.compile's backend with one known warning silenced: importing it imports
+    torch.utils.mkldnn, whose torch.jit.script_method raises a DeprecationWarning inside torch itself, and
+    filterwarnings=error would turn that into a compile failure."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script_method` is deprecated", category=DeprecationWarning
+        )
+        import torch._inductor.compile_fx  # noqa: F401
+
+
+def compiled_step(norm: str, inputs: Inputs, device: str) -> tuple[Callable[..., Tensor], float]:
+    """torch.compile of the norm's formula for this shape, compiled and warmed up here (not timed), and the
+    seconds compiling took."""
+    if norm not in _CACHE.compiled:
+        _import_inductor()
+        formula = linf_formula if norm == "linf" else l2_formula
+        fn = torch.compile(formula, fullgraph=True, dynamic=False)
+        began = time.perf_counter()
+        for _ in range(2):
+            fn(inputs.start, inputs.grad, inputs.x, EPS[norm], ALPHA[norm])
+        synchronize(device)
+        _CACHE.compiled[norm] = fn
+        _CACHE.compile_s[norm] = time.perf_counter() - began
+    return _CACHE.compiled[norm], _CACHE.compile_s[norm]
+
+
+def build(norm: str, variant: str, inputs: Inputs, device: str) -> tuple[Callable[[], Tensor], Tensor]:
+    """One call of the variant (a step, or the floor's copy) and the tensor its first call must produce."""
+    eps, alpha, x, grad = EPS[norm], ALPHA[norm], inputs.x, inputs.grad
+    if variant == "advfast":
+        work = inputs.start.clone()
+        op = ops.linf_step_ if norm == "linf" else ops.l2_step_
+        return (lambda: op(work, grad, x, eps, alpha, LO, HI)), inputs.expected
+    if variant == "eager_out_of_place":
+        chain = eager_linf_out_of_place if norm == "linf" else eager_l2_out_of_place
+        start = inputs.start
+        return (lambda: chain(start, grad, x, eps, alpha)), inputs.expected
+    if variant == "eager_in_place":
+        return eager_in_place(norm, inputs.start.clone(), grad, x, eps, alpha), inputs.expected
+    if variant == "compiled":
+        fn, _ = compiled_step(norm, inputs, device)
+        start = inputs.start
+        return (lambda: fn(start, grad, x, eps, alpha)), inputs.expected
+    if variant == "copy_floor":
+        n = x.numel()
+        src = torch.empty(2 * n, device=x.device)
+        src[:n].copy_(x.view(-1))
+        src[n:].copy_(grad.view(-1))
+        dst = torch.empty_like(src)
+        return (lambda: dst.copy_(src)), src
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def check(norm: str, variant: str, actual: Tensor, expected: Tensor) -> tuple[bool, float]:
+    """Fail unless the variant's first result is right; return whether it is bit-equal to the expected
+    tensor and its largest absolute error."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    exact = torch.equal(actual, expected)
+    max_err = 0.0 if exact else float((actual - expected).abs().max())
+    if variant == "copy_floor" or (norm, variant) in EXACT:
+        if not exact:
+            where = torch.nonzero(actual != expected)[:5].tolist()
+            pytest.fail(
+                f"{norm} {variant}: not bit-equal to advfast.reference (max |error| {max_err:.3g}); "
+                f"first differing indices {where}"
+            )
+    else:
+        torch.testing.assert_close(actual, expected, **TOLERANCE, msg=lambda m: f"{norm} {variant}: {m}")
+    return exact, max_err
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("device", "norm", "size", "variant"), PARAMS)
+def test_step(
+    benchmark: Any,
+    rounds_for: Callable[[float], int],
+    environment: Callable[[str], dict[str, Any]],
+    device: str,
+    norm: str,
+    size: str,
+    variant: str,
+) -> None:
+    """Check one variant against the reference, then time it."""
+    n_nominal = BENCH_SIZES[size]
+    inputs = _CACHE.inputs(device, n_nominal, norm)
+    step, expected = build(norm, variant, inputs, device)
+
+    began = time.perf_counter()
+    result = step()
+    synchronize(device)
+    first_call_s = time.perf_counter() - began
+    exact, max_err = check(norm, variant, result, expected)
+    del result
+
+    calls = 1 if device == "cpu" else max(2, CUDA_ELEMENTS_PER_ROUND // n_nominal)
+    target: Callable[[], Any] = step
+    if device != "cpu":
+
+        def target() -> None:
+            for _ in range(calls):
+                step()
+            torch.cuda.synchronize()
+
+        began = time.perf_counter()
+        target()
+        first_call_s = (time.perf_counter() - began) / calls
+
+    numel = inputs.x.numel()
+    benchmark.group = f"{device}-{norm}-{size}"
+    benchmark.extra_info.update(environment(device))
+    benchmark.extra_info.update(
+        {
+            "norm": norm,
+            "variant": variant,
+            "size": size,
+            "elements": numel,
+            "shape": list(inputs.x.shape),
+            "dtype": "float32",
+            "bytes_moved": BYTES_PER_ELEMENT * numel,
+            "calls_per_round": calls,
+            "eps": EPS[norm],
+            "alpha": ALPHA[norm],
+            "bit_exact": exact,
+            "max_abs_error": max_err,
+        }
+    )
+    if variant == "compiled":
+        benchmark.extra_info["compile_s"] = _CACHE.compile_s[norm]
+    benchmark.pedantic(target, rounds=rounds_for(first_call_s * calls), warmup_rounds=1, iterations=1)
