@@ -8,6 +8,7 @@ the mismatch is caught and explained before the library is loaded.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +23,9 @@ def _load() -> Any:
         build = importlib.import_module("advfast._build_info")
     except ImportError as exc:
         raise ImportError(
-            "advfast's compiled extension is missing (advfast was imported from a source tree that was never "
-            f"built, or the build failed); {REBUILD_HINT}"
+            f"advfast's compiled extension is missing from {Path(__file__).parent}: that is a source tree "
+            "(run Python from another folder to import the installed copy) or the build failed; "
+            f"{REBUILD_HINT}"
         ) from exc
     if torch.__version__ != build.TORCH_VERSION:
         raise ImportError(

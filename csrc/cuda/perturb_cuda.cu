@@ -28,8 +28,9 @@ namespace advfast::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Shared memory a block may use without opting in: the on-chip L2 path holds a sample's tensors below this.
-constexpr int64_t kOnChipBytes = 48 * 1024;
+// Dynamic shared memory the on-chip L2 path may use: a block gets 48 KiB without opting in, of which the
+// block reduction's static buffer takes a little (256 bytes are reserved for it).
+constexpr int64_t kOnChipBytes = 48 * 1024 - 256;
 // Elements per block in the chunked L2 path.
 constexpr int64_t kChunk = 16384;
 
