@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-REBUILD_HINT = (
-    "rebuild it in this environment: pip install --no-build-isolation --force-reinstall --no-deps ."
-)
+REBUILD_HINT = "rebuild it in this environment: pip install --no-build-isolation --force-reinstall --no-deps ."
 
 
 def _load() -> Any:

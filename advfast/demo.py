@@ -51,9 +51,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -69,9 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     attacks = {
         "FGSM": lambda eps: advfast.fgsm(model, x_test, y_test, eps=eps),
-        "PGD-10 (L-inf)": lambda eps: advfast.pgd(
-            model, x_test, y_test, eps=eps, steps=10, generator=generator
-        ),
+        "PGD-10 (L-inf)": lambda eps: advfast.pgd(model, x_test, y_test, eps=eps, steps=10, generator=generator),
         "PGD-40, 3 restarts, early stop": lambda eps: advfast.pgd(
             model, x_test, y_test, eps=eps, steps=40, restarts=3, early_stop=True, generator=generator
         ),

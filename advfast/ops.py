@@ -119,18 +119,14 @@ def random_start_(
 
 def _fake_check_like(op: str, x_adv: Tensor, other: Tensor, name: str) -> None:
     torch._check(x_adv.dim() >= 1, lambda: f"{op}: x_adv must have a batch dimension")
-    torch._check(
-        other.shape == x_adv.shape, lambda: f"{op}: {name} must have the shape of x_adv {tuple(x_adv.shape)}"
-    )
+    torch._check(other.shape == x_adv.shape, lambda: f"{op}: {name} must have the shape of x_adv {tuple(x_adv.shape)}")
     torch._check(other.dtype == x_adv.dtype, lambda: f"{op}: {name} must have the dtype of x_adv")
     torch._check(other.device == x_adv.device, lambda: f"{op}: {name} must be on the device of x_adv")
 
 
 def _fake_check_per_sample(op: str, name: str, t: Tensor | None, x_adv: Tensor) -> None:
     if t is not None:
-        torch._check(
-            t.dim() == 1 and t.shape[0] == x_adv.shape[0], lambda: f"{op}: {name} must have shape [B]"
-        )
+        torch._check(t.dim() == 1 and t.shape[0] == x_adv.shape[0], lambda: f"{op}: {name} must have shape [B]")
 
 
 def _fake_step(op: str):

@@ -4,17 +4,23 @@ torchattacks.PGD, L-inf eps=8/255, alpha=2/255, batch 32 of 3x32x32 in [0, 1], r
 The step is a small part of an attack on a real network (each step is a forward and an input-gradient
 backward through the model), so this shows what the fused step buys end to end; ``model_only`` times the
 10 forward+backward passes alone, the floor of any PGD-10. Random weights (seeded): timing does not depend
-on them. Before timing, advfast.pgd and the eager loop, both from x (no random start), must give the same
-adversarial batch bit for bit (same loss, same gradient, same float32 step), and torchattacks (mean instead
-of summed loss: the same gradient signs) must agree within 1e-6.
+on them.
+
+Before timing, each attack runs from x (no random start) and must give advfast.pgd's adversarial batch
+(advfast.pgd must give the eager loop's). Bit for bit is expected: same gradient signs, same float32 step
+(torchattacks ascends the mean loss instead of the sum, which scales the gradient but keeps its signs). At
+most 0.1% of pixels may differ (a gradient entry near 0 whose sign flips when a GPU sums in another order);
+``extra_info`` records whether the result was bit-exact.
 
 torchattacks is optional (``pip install --no-deps torchattacks``; it needs no torchvision for PGD); its
 variant is skipped when it does not import. Run from the repository root::
 
     .venv/bin/pytest benchmarks/bench_pgd.py --benchmark-json=benchmarks/results/pgd-cpu.json
 
-``ADVFAST_BENCH_PGD_WIDTH`` sets the ResNet's base width (default 64, the standard ResNet-18, about 11M
-parameters; 16 makes every pass ~10x cheaper for a quick run). Rounds follow ``--benchmark-min-rounds`` and
+``ADVFAST_BENCH_PGD_WIDTH`` sets the ResNet's base width: default 16 (the ResNet-18 layout at a quarter of
+the channels, 0.7M parameters, ~0.1 s per forward+backward on one core here, so the file runs in well under
+a minute on 2 cores); 64 is the standard ResNet-18 (11.2M parameters, ~10x the time per pass, a few minutes
+for the file). The model's name in ``extra_info`` says which. Rounds follow ``--benchmark-min-rounds`` and
 ``--benchmark-max-time`` as in bench_step.py.
 """
 
@@ -35,13 +41,11 @@ from torch import Tensor, nn
 import advfast
 
 EPS, ALPHA, STEPS, BATCH, CLASSES = 8 / 255, 2 / 255, 10, 32, 10
-WIDTH = int(os.environ.get("ADVFAST_BENCH_PGD_WIDTH", "64"))
+WIDTH = int(os.environ.get("ADVFAST_BENCH_PGD_WIDTH", "16"))
 VARIANTS = ("advfast", "eager_loop", "torchattacks", "model_only")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and advfast.has_cuda_kernels() else [])
 PARAMS = [
-    pytest.param(
-        device, variant, id=f"{device}-{variant}", marks=[pytest.mark.cuda] if device == "cuda" else []
-    )
+    pytest.param(device, variant, id=f"{device}-{variant}", marks=[pytest.mark.cuda] if device == "cuda" else [])
     for device in DEVICES
     for variant in VARIANTS
 ]
@@ -125,12 +129,19 @@ def import_torchattacks() -> ModuleType | None:
 # ---- the benchmark ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def problem() -> Iterator[dict[str, Any]]:
-    """Per device: the model (eval mode, seeded random weights), a batch x in [0, 1] and labels y."""
-    cache: dict[str, Any] = {}
+Problem = tuple[nn.Module, Tensor, Tensor]
+# A gradient entry near 0 may change sign when the backward pass sums in another order (a GPU's
+# convolution algorithms); such a flip moves one pixel by 2 * alpha and may nudge later steps. Exact
+# equality is expected on the CPU; otherwise at most this fraction of pixels may differ.
+MISMATCH_FRACTION = 1e-3
 
-    def get(device: str) -> tuple[nn.Module, Tensor, Tensor]:
+
+@pytest.fixture(scope="module")
+def problem() -> Iterator[Callable[[str], Problem]]:
+    """``problem(device)``: the model (eval mode, seeded random weights), a batch x in [0, 1], labels y."""
+    cache: dict[str, Problem] = {}
+
+    def get(device: str) -> Problem:
         if device not in cache:
             torch.manual_seed(0)
             model = resnet18(WIDTH).to(device).eval()
@@ -140,7 +151,7 @@ def problem() -> Iterator[dict[str, Any]]:
             cache[device] = (model, x, y)
         return cache[device]
 
-    yield {"get": get}
+    yield get
     cache.clear()
 
 
@@ -157,12 +168,12 @@ def test_pgd(
     benchmark: Any,
     rounds_for: Callable[[float], int],
     environment: Callable[[str], dict[str, Any]],
-    problem: dict[str, Any],
+    problem: Callable[[str], Problem],
     device: str,
     variant: str,
 ) -> None:
     """Check the attack from x against advfast.pgd, then time PGD-10 with a random start."""
-    model, x, y = problem["get"](device)
+    model, x, y = problem(device)
 
     def advfast_pgd(random_start: bool) -> Tensor:
         return advfast.pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=random_start)
@@ -181,21 +192,27 @@ def test_pgd(
     else:
         attack = lambda random_start: model_only(model, x, y)  # noqa: E731
 
-    max_err, call_s = 0.0, 0.0
-    if variant != "model_only":
-        expected, _ = _timed(lambda: advfast_pgd(False), device)
-        actual, call_s = _timed(lambda: attack(False), device)
-        max_err = float((actual - expected).abs().max())
-        assert model.training is False, f"{variant} left the model in training mode"
-        if variant == "torchattacks":
-            torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
-        else:
-            assert torch.equal(actual, expected), (
-                f"{variant}: differs from advfast.pgd by up to {max_err:.3g}"
-            )
-        assert float((actual - x).abs().max()) <= EPS + 1e-6, f"{variant} left the eps-ball"
-    else:
+    match: dict[str, Any] = {}
+    if variant == "model_only":
         _, call_s = _timed(lambda: attack(True), device)
+    else:
+        # advfast is checked against the eager loop, every other attack against advfast.
+        against = "eager_loop" if variant == "advfast" else "advfast"
+        expected = eager_pgd(model, x, y, random_start=False) if variant == "advfast" else advfast_pgd(False)
+        actual, call_s = _timed(lambda: attack(False), device)
+        assert model.training is False, f"{variant} left the model in training mode"
+        assert float((actual - x).abs().max()) <= EPS + 1e-6, f"{variant} left the eps-ball"
+        differ = actual != expected
+        match = {
+            "checked_against": against,
+            "bit_exact": not bool(differ.any()),
+            "mismatch_fraction": float(differ.float().mean()),
+            "max_abs_error": float((actual - expected).abs().max()),
+        }
+        assert match["mismatch_fraction"] <= MISMATCH_FRACTION, (
+            f"{variant} from x differs from {against} in {match['mismatch_fraction']:.2%} of pixels "
+            f"(by up to {match['max_abs_error']:.3g})"
+        )
 
     def target() -> None:
         attack(True)
@@ -214,7 +231,7 @@ def test_pgd(
             "steps": STEPS,
             "eps": EPS,
             "alpha": ALPHA,
-            "max_abs_error_vs_advfast": max_err,
+            **match,
         }
     )
     benchmark.pedantic(target, rounds=rounds_for(call_s), warmup_rounds=1, iterations=1)

@@ -17,8 +17,8 @@ norms' reductions (or of a compiler's fusion) may differ. Each benchmark's ``ext
 the step moves, the device and its name, torch's version and thread count; benchmarks are grouped per
 (device, norm, size), so pytest-benchmark's table puts the variants of one size side by side.
 
-Run from the repository root (about 4-5 minutes on 2 CPU cores, most of it the 64M eager chains and the
-first torch.compile)::
+Run from the repository root (a few minutes on 2 CPU cores, most of it the 64M eager out-of-place chains,
+the first torch.compile and building the inputs; peak memory about 3 GB, at 64M)::
 
     .venv/bin/pytest benchmarks/bench_step.py --benchmark-json=benchmarks/results/step-cpu.json
     .venv/bin/python benchmarks/report.py benchmarks/results/step-cpu.json
@@ -193,7 +193,7 @@ def _random_start(x: Tensor, norm: str, eps: float, seed: int) -> Tensor:
 
 
 def eager_linf_out_of_place(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
-    """torchattacks ``PGD``'s step, op for op: four temporaries and a result per step."""
+    """torchattacks ``PGD``'s step, op for op: six temporaries and the result, each a full-size tensor."""
     adv = x_adv.detach() + alpha * grad.sign()
     delta = torch.clamp(adv - x, min=-eps, max=eps)
     return torch.clamp(x + delta, min=LO, max=HI).detach()
@@ -213,9 +213,7 @@ def eager_l2_out_of_place(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, al
     return torch.clamp(x + delta, min=LO, max=HI).detach()
 
 
-def eager_in_place(
-    norm: str, x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float
-) -> Callable[[], Tensor]:
+def eager_in_place(norm: str, x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Callable[[], Tensor]:
     """The out-of-place chain's math with in-place ops into one preallocated buffer (plus [B] norms);
     each call steps ``x_adv`` in place and returns it."""
     buf = torch.empty_like(x)

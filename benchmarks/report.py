@@ -93,9 +93,7 @@ class Target:
 TARGETS = (
     Target("cpu", "linf", "advfast faster than torch.compile", "compiled", "advfast", low=1.0 + 1e-9),
     Target("cpu", "linf", "advfast time <= 1.5x the copy floor's", "advfast", "copy_floor", high=1.5),
-    Target(
-        "cuda", "linf", "advfast >= 80% of the copy's GB/s", "copy_floor", "advfast", low=0.8, percent=True
-    ),
+    Target("cuda", "linf", "advfast >= 80% of the copy's GB/s", "copy_floor", "advfast", low=0.8, percent=True),
     Target("cuda", "l2", "advfast >= 60% of the copy's GB/s", "copy_floor", "advfast", low=0.6, percent=True),
     Target("cuda", "linf", "advfast at least as fast as torch.compile", "compiled", "advfast", low=1.0),
     Target("cuda", "l2", "advfast at least as fast as torch.compile", "compiled", "advfast", low=1.0),
@@ -176,9 +174,7 @@ def markdown_table(key: tuple[str, str, str], sizes: dict[str, dict[str, Result]
         f"#### {NORM_TITLES.get(norm, norm)} step, {device} ({name}), torch {any_result.torch_version}, "
         f"{any_result.threads} threads, {any_result.date}",
         "",
-        "| size | "
-        + " | ".join(f"{VARIANT_TITLES[v]} (ms)" for v in VARIANTS)
-        + " | advfast GB/s | floor GB/s "
+        "| size | " + " | ".join(f"{VARIANT_TITLES[v]} (ms)" for v in VARIANTS) + " | advfast GB/s | floor GB/s "
         "| speed-up vs eager out-of-place | vs eager in-place | vs torch.compile | advfast / floor time |",
         "|---" + "|--:" * (len(VARIANTS) + 6) + "|",
     ]
@@ -235,8 +231,8 @@ def pgd_tables(paths: Sequence[Path]) -> list[str]:
             f"#### PGD-{info['steps']} (L∞), {info['model']}, batch {info['batch']}, {device} ({name}), "
             f"torch {info['torch_version']}, {info['threads']} threads",
             "",
-            "| variant | median (ms) | advfast speed-up | above model_only (ms) |",
-            "|---|--:|--:|--:|",
+            "| variant | median (ms) | advfast speed-up | above model_only (ms) | same result from x |",
+            "|---|--:|--:|--:|---|",
         ]
         for variant in ("advfast", "eager_loop", "torchattacks", "model_only"):
             if variant not in variants:
@@ -244,7 +240,12 @@ def pgd_tables(paths: Sequence[Path]) -> list[str]:
             t = variants[variant][0]
             speedup = f"{t / adv:.2f}x" if adv else "—"
             above = f"{(t - base) * 1e3:.1f}" if base is not None and variant != "model_only" else "—"
-            lines.append(f"| {variant} | {_ms(t)} | {speedup} | {above} |")
+            v_info = variants[variant][1]
+            same = "—"
+            if "bit_exact" in v_info:
+                differ = "bit-exact" if v_info["bit_exact"] else f"{v_info['mismatch_fraction']:.3%} differ"
+                same = f"{differ} vs {v_info['checked_against']}"
+            lines.append(f"| {variant} | {_ms(t)} | {speedup} | {above} | {same} |")
         tables.append("\n".join(lines))
     return tables
 

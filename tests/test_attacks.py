@@ -52,22 +52,16 @@ def test_pgd_drops_accuracy_far_below_clean(digits) -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_more_steps_or_restarts_never_weaker(digits, norm: str) -> None:
     """With early stopping a fooled sample stays fooled, and restarts keep each sample's strongest result,
-    so with the same random starts every sample fooled by a weaker attack is fooled by a stronger one."""
+    so with the same random starts and step size every sample fooled by a weaker attack is fooled by a
+    stronger one."""
     model, x, y = digits
-    eps = 0.1 if norm == "linf" else 0.6
+    eps, alpha = (0.1, 0.02) if norm == "linf" else (0.6, 0.15)
 
     def fooled(steps: int, restarts: int) -> torch.Tensor:
         x_adv = advfast.pgd(
-            model,
-            x,
-            y,
-            eps=eps,
-            norm=norm,
-            steps=steps,
-            restarts=restarts,
-            early_stop=True,
+            model, x, y, eps=eps, alpha=alpha, norm=norm, steps=steps, restarts=restarts, early_stop=True,
             generator=seeded(),
-        )
+        )  # fmt: skip
         with torch.no_grad():
             return model(x_adv).argmax(dim=1) != y
 
@@ -75,6 +69,17 @@ def test_more_steps_or_restarts_never_weaker(digits, norm: str) -> None:
     for stronger in (fooled(steps=10, restarts=1), fooled(steps=3, restarts=3), fooled(steps=10, restarts=3)):
         assert bool((stronger | ~weakest).all()), "a sample fooled by the weaker attack escaped the stronger"
     assert fooled(10, 3).sum() > weakest.sum(), "the stronger attacks should fool more samples here"
+
+
+def test_a_model_without_input_gradient_is_not_an_error(digits) -> None:
+    """Detached preprocessing gives no gradient: the attack moves nothing instead of crashing."""
+    model, x, y = digits
+
+    def detached(inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs.detach())
+
+    x_adv = advfast.pgd(detached, x, y, eps=0.1, steps=3, random_start=False)
+    assert torch.equal(x_adv, x)
 
 
 def test_targeted_attack_reaches_the_target(digits) -> None:
@@ -101,9 +106,7 @@ def test_callable_loss_is_ascended(digits) -> None:
         calls.append(logits.shape)
         return logits[:, 0] - logits.gather(1, labels[:, None]).squeeze(1)
 
-    x_adv = advfast.pgd(
-        model, x, y, eps=0.3, steps=10, loss=negative_margin_to_zero_class, generator=seeded()
-    )
+    x_adv = advfast.pgd(model, x, y, eps=0.3, steps=10, loss=negative_margin_to_zero_class, generator=seeded())
     assert len(calls) == 10
     with torch.no_grad():
         pushed_to_zero = (model(x_adv).argmax(dim=1) == 0).float().mean().item()
@@ -168,9 +171,7 @@ def test_result_is_in_ball_and_bounds_and_x_is_untouched(digits, norm: str, rest
 def test_float64_and_custom_bounds(digits) -> None:
     model, x, y = digits
     model64 = digits_cnn().double().eval()
-    model64.load_state_dict(
-        {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    )
+    model64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()})
     centred = x.double() * 2 - 1
     x_adv = advfast.pgd(model64, centred, y, eps=0.2, steps=10, bounds=(-1.0, 1.0), generator=seeded())
     assert x_adv.dtype == torch.float64
@@ -185,9 +186,7 @@ class Recorder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2)
-        )
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2))
         self.head = nn.Linear(32, 10)
         self.modes: list[bool] = []
 

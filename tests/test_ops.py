@@ -83,9 +83,7 @@ def cases(draw: st.DrawFn, device: str = "cpu", max_batch: int = 5) -> Case:
     def place(t: torch.Tensor, layout: str) -> torch.Tensor:
         return in_layout(t.to(device=device, dtype=dtype), layout)
 
-    return Case(
-        place(x_adv, layouts[0]), place(grad, layouts[1]), place(x, layouts[2]), eps, alpha, lo, hi, mask
-    )
+    return Case(place(x_adv, layouts[0]), place(grad, layouts[1]), place(x, layouts[2]), eps, alpha, lo, hi, mask)
 
 
 def check_against_reference(case: Case, op, ref, compare) -> torch.Tensor:
@@ -266,9 +264,7 @@ def test_random_start_stays_in_ball_and_is_reproducible(norm: str, case: Case) -
 
     first = start(torch.empty(case.x.shape, dtype=case.x.dtype))
     assert_in_ball(first, case.x, case.eps, norm, case.lo, case.hi)
-    assert torch.equal(first, start(torch.empty_like(first))), (
-        "the same generator state must give the same start"
-    )
+    assert torch.equal(first, start(torch.empty_like(first))), "the same generator state must give the same start"
     # A non-dense x_adv draws its noise in a contiguous buffer, so it gets the same start.
     strided = start(in_layout(torch.zeros_like(first), "strided"))
     assert torch.equal(first, strided)

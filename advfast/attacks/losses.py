@@ -34,6 +34,4 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
         return loss
     if isinstance(loss, str) and loss in LOSSES:
         return LOSSES[loss]
-    raise ValueError(
-        f"loss must be one of {sorted(LOSSES)} or a callable (logits, y) -> [B] loss, got {loss!r}"
-    )
+    raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable (logits, y) -> [B] loss, got {loss!r}")

@@ -66,8 +66,9 @@ def pgd(
         restarts: random restarts; per sample the strongest result is kept (a success first, then the
             larger loss).
         early_stop: freeze a sample once it is misclassified (hits the target), by a per-sample mask on the
-            device, with no host synchronisation; a frozen sample stays adversarial, so more steps or
-            restarts never weaken the attack.
+            device, with no host synchronisation; a frozen sample stays adversarial, so more restarts, or
+            more steps of a fixed ``alpha``, never weaken the attack (with the default alpha, which shrinks
+            as steps grow, more steps usually but not always help).
         bounds: valid input range ``(lo, hi)``. generator: for the random starts.
         model_mode: ``"eval"`` runs the model in eval mode; ``"as_is"`` in its current mode, with BatchNorm
             statistics saved and restored around the attack.
@@ -129,9 +130,7 @@ def attack(
     loss_fn = resolve_loss(loss)
     check_generator(generator, x)
     if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "pgd needs autograd for the input gradient; call it outside torch.inference_mode()"
-        )
+        raise RuntimeError("pgd needs autograd for the input gradient; call it outside torch.inference_mode()")
     step_ = _STEPS[norm]
 
     with preserved_model_state(model, model_mode), torch.enable_grad():
@@ -179,8 +178,12 @@ def _input_gradient(
         check_logits(logits, y)
     losses = _per_sample_loss(loss_fn, logits, y)
     objective = -losses if targeted else losses
-    (grad,) = torch.autograd.grad(objective.sum(), x_in)
-    return grad, logits.detach()
+    if not objective.requires_grad:
+        # The model's output does not depend on its input through autograd (detached preprocessing, say):
+        # the gradient is zero and the attack moves nothing (advfast.eval's sanity checks flag such models).
+        return torch.zeros_like(x_in), logits.detach()
+    (grad,) = torch.autograd.grad(objective.sum(), x_in, allow_unused=True)
+    return (torch.zeros_like(x_in) if grad is None else grad), logits.detach()
 
 
 def _per_sample_loss(loss_fn: LossFn, logits: Tensor, y: Tensor) -> Tensor:
@@ -197,9 +200,7 @@ def _success(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
 
 
 @torch.no_grad()
-def _evaluate(
-    model: Model, loss_fn: LossFn, x_adv: Tensor, y: Tensor, targeted: bool
-) -> tuple[Tensor, Tensor]:
+def _evaluate(model: Model, loss_fn: LossFn, x_adv: Tensor, y: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
     """Per sample: is x_adv a success, and its objective (higher is stronger)."""
     logits = model(x_adv)
     losses = _per_sample_loss(loss_fn, logits, y).float()

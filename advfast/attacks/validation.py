@@ -59,9 +59,7 @@ def check_per_sample(name: str, value: PerSample, x: Tensor, *, positive: bool) 
         if value.dim() == 0:
             value = value.expand(x.shape[0])
         if value.shape != (x.shape[0],):
-            raise ValueError(
-                f"{name} per sample must have shape [B] = [{x.shape[0]}], got {tuple(value.shape)}"
-            )
+            raise ValueError(f"{name} per sample must have shape [B] = [{x.shape[0]}], got {tuple(value.shape)}")
         if value.device != x.device:
             raise ValueError(f"{name} must be on x's device ({x.device}), got {value.device}")
         bad = ~torch.isfinite(value) | ((value <= 0) if positive else (value < 0))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from advfast.data.errors import DatasetUnavailable
+from advfast.data.splits import DataSplits, TensorImages, carve
+
 DIGITS_MAX = 16.0  # pixel values are integers 0..16
 
 
@@ -15,16 +18,20 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tens
     """
     try:
         from sklearn.datasets import load_digits as sklearn_digits
-        from sklearn.model_selection import train_test_split
     except ImportError as exc:
-        raise ImportError("the digits data set comes with scikit-learn: pip install scikit-learn") from exc
+        raise DatasetUnavailable("digits", "pip install scikit-learn") from exc
     images, labels = sklearn_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    everything = TensorImages(
+        torch.tensor(images, dtype=torch.float32).view(-1, 1, 8, 8) / DIGITS_MAX,
+        torch.tensor(labels, dtype=torch.int64),
     )
+    train, test = carve(everything, test_fraction, seed)
+    return train.x, train.y, test.x, test.y
 
-    def as_tensors(x, y) -> tuple[Tensor, Tensor]:
-        x = torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / DIGITS_MAX
-        return x, torch.tensor(y, dtype=torch.int64)
 
-    return (*as_tensors(x_train, y_train), *as_tensors(x_test, y_test))
+def digits_splits(val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
+    """Digits as train / validation / test: 20% held out for test, then ``val_fraction`` of the rest."""
+    x_train, y_train, x_test, y_test = load_digits(seed=seed)
+    train, val = carve(TensorImages(x_train, y_train), val_fraction, seed)
+    classes = [str(d) for d in range(10)]
+    return DataSplits("digits", train, val, TensorImages(x_test, y_test), classes)

@@ -1,0 +1,33 @@
+"""PGD adversarial training (Madry et al., 2018): ``min E[ max_{||d|| <= eps} l(f(x + d), y) ]``, the inner
+maximisation by PGD-K from a random start."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from advfast.attacks import pgd
+from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
+
+
+class PGDAT(Objective):
+    name = "pgd"
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+
+    def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
+        a = self.attack
+        x_adv = pgd(
+            attacker,
+            x,
+            y,
+            eps=eps,
+            alpha=a.alpha_at(eps, 2.5 / a.steps) if eps > 0 else None,
+            steps=a.steps,
+            norm=a.norm,
+            bounds=a.bounds,
+            generator=generator,
+            model_mode=a.model_mode,
+        )
+        logits = model(x_adv)
+        return BatchLoss(nn.functional.cross_entropy(logits, y), logits.detach())
