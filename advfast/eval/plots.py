@@ -78,13 +78,17 @@ def save_robustness_plot(
     return _save(figure, path)
 
 
+COUNTERS = ("step", "epoch", "batch")
+
+
 def save_training_curves(
     metrics: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, *, title: str | None = None
 ) -> Path:
     """Every numeric series in ``metrics`` against the epoch: records such as ``{"epoch": 1, "train_loss":
     0.9, "train_acc": 0.7, "val_clean_acc": 0.8, "val_robust_acc": 0.4}``, as a list or a JSON-lines file
     (``metrics.jsonl``). The x axis is ``epoch``, else ``step``, else the record's position (from 1); a series
-    may skip records. Losses (names with "loss"), accuracies (names with "acc") and the rest get a panel each.
+    may skip records. Losses (names with "loss") share a panel, accuracies (names with "acc") another, and every
+    other series but counters (step) gets its own.
     Returns the path of the PNG written."""
     from matplotlib.figure import Figure
 
@@ -106,18 +110,27 @@ def save_training_curves(
         "loss": [key for key in series if "loss" in key],
         "accuracy": [key for key in series if "acc" in key and "loss" not in key],
     }
-    panels["other"] = [key for key in series if key not in panels["loss"] + panels["accuracy"]]
+    # Every other series on its own axis (learning rate, eps, seconds...: their scales differ by orders of
+    # magnitude); counters such as the step number are not worth a panel.
+    for key in series:
+        if key not in panels["loss"] + panels["accuracy"] and key not in COUNTERS:
+            panels[key] = [key]
     panels = {name: keys for name, keys in panels.items() if keys}
-    figure = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, keys) in zip(axes, panels.items(), strict=True):
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.5 * columns, 3.4 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (name, keys) in zip(axes, panels.items(), strict=False):
         for key in keys:
             xs, ys = series[key]
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
         ax.set_xlabel(x_key or "record")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
+        if len(keys) > 1:
+            ax.legend(loc="best", fontsize="small")
     if title:
         figure.suptitle(title)
     return _save(figure, path)
