@@ -21,6 +21,11 @@ EXAMPLES = {
     "attack": """examples:
   advfast attack runs/mnist-pgd/last.pt --eps 0.3 --out adversarial.npz
   advfast attack runs/mnist-pgd/last.pt --eps 2.0 --norm l2 --steps 100 --limit 1000 --out l2.npz""",
+    "augment": """examples:
+  advfast augment --data mnist --generator cgan --epochs 30 --out runs/mnist-gan
+  advfast augment --data fashion-mnist --generator vae --epochs 20 --out runs/fashion-vae
+  advfast train --data mnist --subset 0.1 --augment runs/mnist-gan/generator.pt --synthetic-ratio 0.5 \\
+                --synthetic-adversarial --method pgd --eps 0.3 --out runs/mnist-pgd-aug""",
     "bench": """examples:
   advfast bench                      # the fused steps vs eager PyTorch and a copy, 16M elements
   advfast bench --elements 64M --device cuda""",
@@ -48,17 +53,25 @@ HELP = {
     "val_size": "validation samples for the per-epoch clean/PGD accuracy",
     "overfit_guard": "stop when validation PGD accuracy drops this far below its best (default 0.2 for fgsm-rs)",
     "eval_eps": "radii of the final report (default eps/3, 2eps/3, eps)",
-    "out": "run folder: config.json, metrics.jsonl, last.pt, report.json/md, plots",
+    "out": "run folder (train: config.json, metrics.jsonl, last.pt, report.json/md, plots; augment: generator.pt, "
+    "samples.png, quality.json)",
     "device": "cpu, cuda, cuda:1 ... (default: cuda if available)",
+    "augment": "a generator checkpoint (advfast augment) whose samples join every batch",
+    "synthetic_ratio": "share of generated samples in each augmented batch, in [0, 1)",
+    "synthetic_adversarial": "make the generated samples adversarial (PGD at eps) before training on them",
+    "generator": "cgan (conditional DCGAN) or vae (conditional VAE)",
+    "label_smoothing": "cgan: one-sided label smoothing (real target 1 - s)",
+    "sample_every": "epochs between sample grids (0: only at the end)",
+    "quality_samples": "generated samples for the Frechet distance and label accuracy",
+    "classifier_epochs": "epochs of the real-data classifier that measures quality",
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--eps-warmup`` for ``eps_warmup``), typed from its annotation."""
-    from advfast.train import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    for field in fields(TrainConfig):
+def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of a config dataclass (``--eps-warmup`` for ``eps_warmup``), typed from its
+    annotation."""
+    hints = typing.get_type_hints(config_class)
+    for field in fields(config_class):
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
         default = field.default if field.default is not MISSING else None
@@ -93,6 +106,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _augment(args: argparse.Namespace) -> int:
+    from advfast.gan import GeneratorConfig, GeneratorTrainer
+    from advfast.train.generative import run_augment
+
+    chosen = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig) if getattr(args, f.name) is not None}
+    if args.resume:
+        path = Path(args.resume)
+        path = path / "generator.pt" if path.is_dir() else path
+        trainer = GeneratorTrainer.resume(path, **chosen)
+        print(f"resuming {path} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    else:
+        trainer = GeneratorTrainer(GeneratorConfig(**chosen))
+    quality = run_augment(trainer)
+    if quality is None:
+        print(f"stopped: {trainer.stopped} (resume with: advfast augment --resume {trainer.out})")
+    else:
+        print(json.dumps(quality, indent=2))
+    print(f"run folder: {trainer.out}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -103,7 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     paths = report_run(
         model, data_for(config), config, out, eps=args.eps, steps=args.steps, restarts=args.restarts,
-        metrics=record.get("metrics"), progress=not args.no_progress,
+        metrics=record.get("metrics"), progress=not args.no_progress, sanity=not args.no_sanity,
     )  # fmt: skip
     print(Path(paths["md"]).read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -157,6 +191,9 @@ def _elements(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from advfast.gan import GeneratorConfig
+    from advfast.train import TrainConfig
+
     parser = argparse.ArgumentParser(
         prog="advfast",
         description="Adversarial training, evaluation and attacks on fused perturbation kernels.",
@@ -173,8 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "train a classifier (adversarially), with checkpoints, report and plots")
     train.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or checkpoint)")
-    _add_config_flags(train)
+    _add_config_flags(train, TrainConfig)
     train.set_defaults(run=_train)
+
+    augment = command("augment", "train a class-conditional generator (cgan, vae) and measure its samples")
+    augment.add_argument("--resume", metavar="RUN", help="continue the generator run in this folder")
+    _add_config_flags(augment, GeneratorConfig)
+    augment.set_defaults(run=_augment)
 
     evaluate = command("eval", "robust accuracy of a trained checkpoint on its test split, with a report")
     evaluate.add_argument("checkpoint")
@@ -182,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
     evaluate.add_argument("--restarts", type=int, default=1)
     evaluate.add_argument("--out", help="report folder (default: the checkpoint's)")
+    evaluate.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks (4 more runs)")
     evaluate.add_argument("--device")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=_eval)
@@ -215,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (ValueError, DatasetUnavailable, CheckpointError, FileNotFoundError) as exc:
+    except (ValueError, DatasetUnavailable, CheckpointError, FileNotFoundError, FloatingPointError) as exc:
         print(f"advfast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,7 @@ checkpoints, exact resume and torchrun support.
         optimizer.zero_grad(); loss.backward(); objective.after_backward(); optimizer.step()
 """
 
-from advfast.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from advfast.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from advfast.train.config import TrainConfig
 from advfast.train.objectives import (
     FGSMRS,

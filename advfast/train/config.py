@@ -48,6 +48,9 @@ class TrainConfig:
     val_size: int = 1000
     val_steps: int = 10
     overfit_guard: float = math.nan  # PGD-accuracy drop that stops training; NaN: 0.2 for fgsm-rs, else off
+    augment: str = ""  # a generator checkpoint (advfast augment) whose samples join every batch
+    synthetic_ratio: float = 0.5  # share of synthetic samples in each (augmented) batch, in [0, 1)
+    synthetic_adversarial: bool = False  # make the synthetic samples adversarial (PGD, eps) first
     eval_eps: list[float] = field(default_factory=list)  # final report; empty: eps/3, 2eps/3, eps
     eval_steps: int = 40
     eval_restarts: int = 1
@@ -105,6 +108,7 @@ class TrainConfig:
             all(math.isfinite(e) and e >= 0 for e in self.eval_eps),
             f"eval_eps must be >= 0, got {self.eval_eps}",
         )
+        need(0.0 <= self.synthetic_ratio < 1.0, f"synthetic_ratio must be in [0, 1), got {self.synthetic_ratio}")
         need(
             not (self.method == "free" and self.accumulate > 1),
             "accumulate > 1 is not supported with method free (each replay is its own optimizer step)",

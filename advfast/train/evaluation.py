@@ -12,8 +12,8 @@ from torch import nn
 from advfast.data import DataSplits, load_dataset
 from advfast.eval import evaluate_robustness, save_training_curves, write_report
 from advfast.models import build_model
+from advfast.runtime.checkpoint import CheckpointError, load_checkpoint
 from advfast.train.anchors import published_for
-from advfast.train.checkpoint import CheckpointError, load_checkpoint
 from advfast.train.config import TrainConfig
 
 
@@ -43,6 +43,7 @@ def report_run(
     metrics: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    sanity: bool = True,
 ) -> dict[str, Path]:
     """Robustness of ``model`` on the test split (FGSM and PGD-``steps`` with ``restarts`` at each eps, the
     gradient-masking checks, per-class metrics), written as report.json / report.md / robustness.png, plus
@@ -50,7 +51,7 @@ def report_run(
     device = next(model.parameters()).device
     result = evaluate_robustness(
         model, (data.test.x, data.test.y), eps=eps, norm=config.norm, pgd_steps=steps, pgd_restarts=restarts,
-        device=device, seed=config.seed, progress=progress,
+        device=device, seed=config.seed, progress=progress, sanity=sanity,
     )  # fmt: skip
     out = Path(out)
     fields: dict[str, Any] = {"data": data.describe(), "config": config.to_dict()}

@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from advfast.attacks import pgd
 from advfast.data import DataSplits, load_dataset
 from advfast.models import build_model, default_model_name
-from advfast.train import distributed as dist_utils
-from advfast.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from advfast.runtime import distributed as dist_utils
+from advfast.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from advfast.runtime.signals import StopRequest, stop_on_signals
 from advfast.train.config import TrainConfig
 from advfast.train.objectives import AttackSettings, make_objective
 from advfast.train.schedules import learning_rate_factor, ramp
-from advfast.train.signals import StopRequest, stop_on_signals
 
 TIMING_FIELDS = ("epoch_seconds", "samples_per_second")
 
@@ -95,6 +95,7 @@ class Trainer:
             self.data.train, config.batch_size, self.ctx, shuffle=True, seed=config.seed, drop_last=True
         )
         self._batches = len(self.loader)  # per rank and epoch
+        self.augmenter = self._make_augmenter()
         self.out = Path(config.out)
         self.progress = Progress()
         self._guard_state: dict[str, torch.Tensor] | None = None
@@ -113,6 +114,19 @@ class Trainer:
                 f"the model returns shape {tuple(logits.shape)} for 2 samples but the data has "
                 f"{self.data.num_classes} classes: expected [2, {self.data.num_classes}]"
             )
+
+    def _make_augmenter(self):
+        """Generated samples for every batch, when ``config.augment`` names a generator checkpoint."""
+        c = self.config
+        if not c.augment:
+            return None
+        from advfast.gan import BatchAugmenter, check_compatible, load  # only needed with augmentation
+
+        sampler = load(c.augment, self.ctx.device)
+        check_compatible(sampler, self.data.input_shape, self.data.num_classes, c.augment)
+        return BatchAugmenter(
+            sampler, c.synthetic_ratio, adversarial=c.synthetic_adversarial, eps=c.eps, steps=c.steps, norm=c.norm
+        )
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -191,6 +205,9 @@ class Trainer:
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.ctx.device).manual_seed(seed)
         eps = c.eps * ramp(p.step, self.total_steps, c.eps_warmup)
+        if self.augmenter is not None:
+            self.augmenter.eps = eps
+            x, y = self.augmenter(self.model, x, y, generator)
         last_of_group = (p.batch + 1) % c.accumulate == 0 or p.batch + 1 == self._batches
         stepped = False
         for _ in range(self.objective.replays):

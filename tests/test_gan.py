@@ -1,0 +1,295 @@
+"""Generators (cGAN, VAE): losses against their formulas, shapes, training lowers the Frechet distance,
+sampling, save/load/resume, quality measures, and augmentation (mixing, adversarial, errors)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import advfast
+from advfast.data import digits_splits
+from advfast.gan import (
+    BatchAugmenter,
+    ConditionalGenerator,
+    ConditionalVAE,
+    GeneratorConfig,
+    GeneratorTrainer,
+    ProjectionDiscriminator,
+    SyntheticMix,
+    discriminator_loss,
+    frechet_distance,
+    generator_loss,
+    generator_quality,
+    load,
+    save_sample_grid,
+    synthetic_count,
+    vae_loss,
+)
+from advfast.runtime import CheckpointError, save_checkpoint
+from advfast.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_splits(seed=0)
+
+
+def generator_config(tmp_path: Path, **changes) -> GeneratorConfig:
+    base = dict(data="digits", generator="cgan", epochs=2, batch_size=64, out=str(tmp_path / "gen"), progress=False,
+                sample_every=0)  # fmt: skip
+    return GeneratorConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """A cGAN and a VAE trained briefly on digits, and a classifier of the real digits for the measures."""
+    folder = tmp_path_factory.mktemp("generators")
+    runs = {}
+    for kind, epochs in (("cgan", 12), ("vae", 12)):
+        trainer = GeneratorTrainer(generator_config(folder / kind, generator=kind, epochs=epochs), data=digits)
+        trainer.fit()
+        runs[kind] = trainer
+    classifier = Trainer(
+        TrainConfig(
+            data="digits",
+            method="standard",
+            eps=0.0,
+            epochs=15,
+            batch_size=64,
+            lr=3e-3,
+            progress=False,
+            report=False,
+            out=str(folder / "classifier"),
+        ),
+        data=digits,
+    )
+    classifier.fit()
+    return runs, classifier.model.eval()
+
+
+# ---- losses -------------------------------------------------------------------------------------------------
+
+
+def test_gan_losses_match_their_formulas() -> None:
+    real, fake = torch.randn(64), torch.randn(64)
+    d = torch.sigmoid
+    assert generator_loss(fake) == pytest.approx(-torch.log(d(fake)).mean().item(), rel=1e-5)
+    expected = -(torch.log(d(real)) + torch.log(1 - d(fake))).mean()
+    assert discriminator_loss(real, fake) == pytest.approx(expected.item(), rel=1e-5)
+    smoothed = -(0.9 * torch.log(d(real)) + 0.1 * torch.log(1 - d(real)) + torch.log(1 - d(fake))).mean()
+    assert discriminator_loss(real, fake, real_target=0.9) == pytest.approx(smoothed.item(), rel=1e-5)
+
+
+def test_vae_loss_matches_its_formula() -> None:
+    x = torch.rand(8, 1, 8, 8)
+    reconstruction = torch.rand(8, 1, 8, 8).clamp(0.01, 0.99)
+    mu, log_var = torch.randn(8, 4), torch.randn(8, 4)
+    total, recon, kl = vae_loss(reconstruction, x, mu, log_var)
+    expected_recon = -(x * reconstruction.log() + (1 - x) * (1 - reconstruction).log()).sum() / 8
+    posterior = torch.distributions.Normal(mu, torch.exp(0.5 * log_var))
+    prior = torch.distributions.Normal(torch.zeros(4), torch.ones(4))
+    expected_kl = torch.distributions.kl_divergence(posterior, prior).sum() / 8
+    assert recon.item() == pytest.approx(expected_recon.item(), rel=1e-5)
+    assert kl.item() == pytest.approx(expected_kl.item(), rel=1e-5)
+    assert total.item() == pytest.approx(recon.item() + kl.item(), rel=1e-6)
+
+
+# ---- networks -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 30, 30)])
+def test_networks_fit_any_image_shape(shape) -> None:
+    generator, critic, vae = ConditionalGenerator(shape, 7), ProjectionDiscriminator(shape, 7), ConditionalVAE(shape, 7)
+    y = torch.arange(5) % 7
+    x = generator(torch.randn(5, generator.latent_dim), y)
+    assert x.shape == (5, *shape) and x.min() >= 0 and x.max() <= 1
+    assert critic(x, y).shape == (5,)
+    reconstruction, mu, log_var = vae(x.detach(), y)
+    assert reconstruction.shape == x.shape and mu.shape == log_var.shape == (5, vae.latent_dim)
+
+
+# ---- training and quality -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["cgan", "vae"])
+def test_training_lowers_the_frechet_distance(digits, trained, kind) -> None:
+    runs, classifier = trained
+    trainer = runs[kind]
+    untrained = GeneratorTrainer(generator_config(Path(trainer.out).parent / "untrained", generator=kind), data=digits)
+    before = generator_quality(untrained.sampler, classifier, digits.test.x, digits.test.y, samples=500)
+    after = generator_quality(trainer.sampler, classifier, digits.test.x, digits.test.y, samples=500)
+    assert after["frechet_distance"] < 0.5 * before["frechet_distance"], (before, after)
+    assert after["label_accuracy"] > before["label_accuracy"] + 0.2
+    assert after["frechet_distance_real_halves"] < after["frechet_distance"]
+    assert len(after["label_accuracy_per_class"]) == 10
+    assert all(math.isfinite(m[k]) for m in trainer.metrics for k in m)
+
+
+def test_frechet_distance_of_gaussians() -> None:
+    """For Gaussians the distance has a closed form: ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=gen, dtype=torch.float64) * 2 + torch.tensor([1.0, 0.0, 0.0])
+    # S_a = I, S_b = 4I: Tr(I + 4I - 2*2I) = 3; mean difference 1.
+    assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampler_returns_the_requested_labels_and_count(trained) -> None:
+    sampler = trained[0]["cgan"].sampler
+    x, y = sampler.sample(25)
+    assert x.shape == (25, 1, 8, 8) and y.tolist() == [i % 10 for i in range(25)]
+    labels = torch.tensor([3, 3, 7, 0])
+    assert torch.equal(sampler.sample(4, labels)[1], labels)
+    assert sampler.sample(6, 9)[1].tolist() == [9] * 6
+    assert sampler.sample(0)[0].shape == (0, 1, 8, 8)
+    with pytest.raises(ValueError, match="labels must be in"):
+        sampler.sample(2, torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        sampler.sample(3, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="n must be an integer"):
+        sampler.sample(-1)
+
+
+def test_saved_generator_loads_and_samples_the_same(trained, tmp_path) -> None:
+    for kind, trainer in trained[0].items():
+        loaded = load(Path(trainer.out) / "generator.pt")
+        assert loaded.kind == kind and loaded.image_shape == (1, 8, 8) and loaded.num_classes == 10
+        first = trainer.sampler.sample(12, generator=torch.Generator().manual_seed(4))[0]
+        second = loaded.sample(12, generator=torch.Generator().manual_seed(4))[0]
+        assert torch.equal(first, second)
+        assert (Path(trainer.out) / "samples.png").stat().st_size > 0
+    path = save_sample_grid(loaded, tmp_path / "grid.png", per_class=3)
+    assert path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["cgan", "vae"])
+def test_resumed_generator_run_equals_uninterrupted(digits, tmp_path, kind) -> None:
+    full = GeneratorTrainer(generator_config(tmp_path / "full", generator=kind), data=digits)
+    full.fit()
+    cut = GeneratorTrainer(generator_config(tmp_path / "cut", generator=kind, max_steps=7), data=digits)
+    cut.fit()
+    assert cut.stopped == "max_steps 7"
+    resumed = GeneratorTrainer(generator_config(tmp_path / "cut", generator=kind), data=digits)
+    resumed.load(tmp_path / "cut" / "gen" / "generator.pt")
+    resumed.fit()
+    strip = [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in full.metrics]
+    assert [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in resumed.metrics] == strip
+    for key, value in full.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[key]), key
+
+
+# ---- augmentation ---------------------------------------------------------------------------------------
+
+
+def test_adversarial_augmentation_stays_within_eps_of_the_generated_sample(trained) -> None:
+    sampler = trained[0]["cgan"].sampler
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    augmenter = BatchAugmenter(sampler, 0.5, adversarial=True, eps=0.1, steps=5)
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    mixed_x, mixed_y = augmenter(model, x, y, torch.Generator().manual_seed(3))
+    assert mixed_x.shape == (32, 1, 8, 8) and torch.equal(mixed_x[:16], x) and torch.equal(mixed_y[:16], y)
+    # The same generator state gives the generated samples before the attack.
+    generator = torch.Generator().manual_seed(3)
+    offset = int(torch.randint(10, (1,), generator=generator))
+    labels = (torch.arange(16) + offset) % 10
+    generated, _ = sampler.sample(16, labels, generator=generator)
+    assert torch.equal(mixed_y[16:], labels)
+    moved = (mixed_x[16:] - generated).abs().amax()
+    assert 0 < moved <= 0.1 + 1e-6, moved
+
+
+def test_synthetic_mix_dataset(trained, digits) -> None:
+    sampler = trained[0]["vae"].sampler
+    mix = SyntheticMix(digits.train, sampler, 0.25, seed=1)
+    assert len(mix) == len(digits.train) + synthetic_count(len(digits.train), 0.25)
+    assert synthetic_count(len(digits.train), 0.25) == round(len(digits.train) / 3)
+    real_x, real_y = mix[0]
+    assert torch.equal(real_x, digits.train.x[0]) and real_y == digits.train.y[0]
+    indices = [len(digits.train) + i for i in range(20)]
+    x, y = mix.__getitems__(indices)
+    assert x.shape == (20, 1, 8, 8) and y.tolist() == [i % 10 for i in range(20)]
+    assert torch.equal(x, mix.__getitems__(indices)[0]), "the same indices give the same samples"
+    loader = torch.utils.data.DataLoader(mix, batch_size=64, shuffle=True, collate_fn=lambda batch: batch)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (64, 1, 8, 8) and yb.shape == (64,)
+
+
+def test_training_with_augmentation(trained, digits, tmp_path) -> None:
+    path = Path(trained[0]["cgan"].out) / "generator.pt"
+    config = TrainConfig(
+        data="digits", method="pgd", eps=0.1, steps=3, epochs=1, batch_size=64, val_size=100, val_steps=3,
+        augment=str(path), synthetic_ratio=0.5, synthetic_adversarial=True, out=str(tmp_path / "aug"),
+        progress=False, report=False,
+    )  # fmt: skip
+    trainer = Trainer(config, data=digits)
+    metrics = trainer.fit()
+    assert trainer.augmenter is not None
+    assert metrics[0]["train_acc"] > 0
+    assert math.isfinite(metrics[0]["train_loss"])
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_bad_ratio_is_refused(trained, digits, ratio) -> None:
+    with pytest.raises(ValueError, match="ratio must be in"):
+        SyntheticMix(digits.train, trained[0]["cgan"].sampler, ratio)
+    with pytest.raises(ValueError, match="synthetic_ratio must be in"):
+        TrainConfig(data="digits", augment="x.pt", synthetic_ratio=ratio)
+
+
+def test_generator_for_other_data_is_refused(digits, tmp_path) -> None:
+    """A generator of 28x28 images (or of another class count) cannot feed 8x8 digits."""
+    network = ConditionalGenerator((1, 28, 28), 10)
+    path = save_checkpoint(
+        tmp_path / "mnist-like.pt",
+        {
+            "role": "generator",
+            "kind": "cgan",
+            "image_shape": [1, 28, 28],
+            "num_classes": 10,
+            "network": network.state_dict(),
+        },
+    )
+    config = TrainConfig(data="digits", augment=str(path), epochs=1, batch_size=64, out=str(tmp_path / "r"),
+                         progress=False, report=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"makes 10-class images of shape \(1, 28, 28\)"):
+        Trainer(config, data=digits)
+
+
+def test_corrupt_or_foreign_generator_files_are_refused(digits, tmp_path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load(corrupt)
+    classifier = save_checkpoint(tmp_path / "classifier.pt", {"role": "classifier", "model": {}})
+    with pytest.raises(CheckpointError, match="not a generator checkpoint"):
+        load(classifier)
+    wrong = save_checkpoint(
+        tmp_path / "wrong.pt",
+        {
+            "role": "generator",
+            "kind": "cgan",
+            "image_shape": [1, 8, 8],
+            "num_classes": 3,
+            "network": ConditionalGenerator((1, 8, 8), 10).state_dict(),
+        },
+    )
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load(wrong)
+
+
+def test_bad_generator_config_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="generator must be one of"):
+        GeneratorConfig(generator="stylegan")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        GeneratorConfig(label_smoothing=0.7)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        GeneratorConfig(epochs=0)
+
+
+def test_advfast_gives_its_layers_on_first_use() -> None:
+    assert advfast.gan.load is load
