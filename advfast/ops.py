@@ -40,6 +40,15 @@ def _check_device(x_adv: Tensor) -> None:
         )
 
 
+def _step(op, x_adv, grad, x, eps, alpha, lo, hi, mask) -> Tensor:
+    """Calls a step op with eps and alpha split into its scalar and per-sample slots."""
+    _check_device(x_adv)
+    eps_f, eps_t = _split("eps", eps, x_adv)
+    alpha_f, alpha_t = _split("alpha", alpha, x_adv)
+    op(x_adv, grad, x, eps_f, alpha_f, float(lo), float(hi), eps_t, alpha_t, mask)
+    return x_adv
+
+
 def linf_step_(
     x_adv: Tensor,
     grad: Tensor,
@@ -57,11 +66,7 @@ def linf_step_(
     A NaN or infinite ``grad`` entry counts as 0 (moves nothing). In float32 the result equals the eager
     formula (:func:`advfast.reference.linf_step`) bit for bit.
     """
-    _check_device(x_adv)
-    eps_f, eps_t = _split("eps", eps, x_adv)
-    alpha_f, alpha_t = _split("alpha", alpha, x_adv)
-    torch.ops.advfast.linf_step_(x_adv, grad, x, eps_f, alpha_f, float(lo), float(hi), eps_t, alpha_t, mask)
-    return x_adv
+    return _step(torch.ops.advfast.linf_step_, x_adv, grad, x, eps, alpha, lo, hi, mask)
 
 
 def l2_step_(
@@ -85,11 +90,7 @@ def l2_step_(
 
     NaN or infinite ``grad`` entries count as 0. Norms accumulate in float64 on the CPU.
     """
-    _check_device(x_adv)
-    eps_f, eps_t = _split("eps", eps, x_adv)
-    alpha_f, alpha_t = _split("alpha", alpha, x_adv)
-    torch.ops.advfast.l2_step_(x_adv, grad, x, eps_f, alpha_f, float(lo), float(hi), eps_t, alpha_t, mask)
-    return x_adv
+    return _step(torch.ops.advfast.l2_step_, x_adv, grad, x, eps, alpha, lo, hi, mask)
 
 
 def random_start_(

@@ -4,6 +4,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/rand.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -130,6 +131,7 @@ void run_step(
     const c10::optional<at::Tensor>& mask,
     StepKernel kernel) {
   check_x_adv(op, x_adv);
+  const c10::DeviceGuard guard(x_adv.device());  // allocations and launches on x_adv's device
   check_like(op, x_adv, grad, "grad");
   check_like(op, x_adv, x, "x");
   check_no_overlap(op, x_adv, grad, "grad", /*allow_same=*/true);
@@ -180,6 +182,7 @@ void run_random_start(
     StartKernel l2_kernel) {
   const Norm which = parse_norm(op, norm);
   check_x_adv(op, x_adv);
+  const c10::DeviceGuard guard(x_adv.device());
   check_like(op, x_adv, x, "x");
   check_no_overlap(op, x_adv, x, "x", /*allow_same=*/false);
   check_bounds(op, lo, hi);

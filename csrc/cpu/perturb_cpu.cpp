@@ -35,14 +35,7 @@ namespace avx2 {
 
 namespace {
 
-struct KernelTable {
-  StepKernel linf_step;
-  StepKernel l2_step;
-  StartKernel linf_start;
-  StartKernel l2_start;
-};
-
-KernelTable table_for(Isa isa) {
+Kernels kernels_for(Isa isa) {
 #if ADVFAST_HAVE_AVX2_CLONE
   if (isa == Isa::Avx2) {
     return {&avx2::linf_step_kernel, &avx2::l2_step_kernel, &avx2::linf_start_kernel, &avx2::l2_start_kernel};
@@ -52,37 +45,10 @@ KernelTable table_for(Isa isa) {
           &baseline::l2_start_kernel};
 }
 
-KernelTable kernels() { return table_for(active_isa()); }
-
-void linf_step_cpu(
-    const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
-    double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
-    const c10::optional<at::Tensor>& mask) {
-  run_step("advfast::linf_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
-           kernels().linf_step);
-}
-
-void l2_step_cpu(
-    const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
-    double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
-    const c10::optional<at::Tensor>& mask) {
-  run_step("advfast::l2_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
-           kernels().l2_step);
-}
-
-void random_start_cpu(
-    const at::Tensor& x_adv, const at::Tensor& x, double eps, c10::string_view norm, double lo, double hi,
-    const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Generator>& generator) {
-  run_random_start("advfast::random_start_", x_adv, x, eps, norm, lo, hi, eps_per_sample, generator,
-                   kernels().linf_start, kernels().l2_start);
-}
+Kernels active_kernels() { return kernels_for(active_isa()); }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(advfast, CPU, m) {
-  m.impl("linf_step_", &linf_step_cpu);
-  m.impl("l2_step_", &l2_step_cpu);
-  m.impl("random_start_", &random_start_cpu);
-}
+TORCH_LIBRARY_IMPL(advfast, CPU, m) { DeviceOps<&active_kernels>::register_into(m); }
 
 }  // namespace advfast::cpu

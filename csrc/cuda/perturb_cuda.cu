@@ -15,7 +15,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
@@ -385,40 +384,10 @@ void l2_start_launch(const StartCall& c) {
   });
 }
 
-// ---- dispatcher entry points -----------------------------------------------------------------------------
-
-void linf_step_cuda(
-    const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
-    double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
-    const c10::optional<at::Tensor>& mask) {
-  const c10::cuda::CUDAGuard guard(x_adv.device());
-  run_step("advfast::linf_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
-           &linf_step_launch);
-}
-
-void l2_step_cuda(
-    const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
-    double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
-    const c10::optional<at::Tensor>& mask) {
-  const c10::cuda::CUDAGuard guard(x_adv.device());
-  run_step("advfast::l2_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
-           &l2_step_launch);
-}
-
-void random_start_cuda(
-    const at::Tensor& x_adv, const at::Tensor& x, double eps, c10::string_view norm, double lo, double hi,
-    const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Generator>& generator) {
-  const c10::cuda::CUDAGuard guard(x_adv.device());
-  run_random_start("advfast::random_start_", x_adv, x, eps, norm, lo, hi, eps_per_sample, generator,
-                   &linf_start_launch, &l2_start_launch);
-}
+Kernels cuda_kernels() { return {&linf_step_launch, &l2_step_launch, &linf_start_launch, &l2_start_launch}; }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(advfast, CUDA, m) {
-  m.impl("linf_step_", &linf_step_cuda);
-  m.impl("l2_step_", &l2_step_cuda);
-  m.impl("random_start_", &random_start_cuda);
-}
+TORCH_LIBRARY_IMPL(advfast, CUDA, m) { DeviceOps<&cuda_kernels>::register_into(m); }
 
 }  // namespace advfast::cuda

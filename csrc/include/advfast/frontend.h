@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 #include <c10/util/string_view.h>
+#include <torch/library.h>
 
 namespace advfast {
 
@@ -83,5 +84,48 @@ void run_random_start(
     const c10::optional<at::Generator>& generator,
     StartKernel linf_kernel,
     StartKernel l2_kernel);
+
+// One device's loops for every op.
+struct Kernels {
+  StepKernel linf_step;
+  StepKernel l2_step;
+  StartKernel linf_start;
+  StartKernel l2_start;
+};
+
+// The dispatcher entry points of a device whose loops ``KernelsFor()`` returns (asked per call, so the CPU can
+// switch instruction sets): every device shares the checks, layout handling and device guard of run_step.
+template <Kernels (*KernelsFor)()>
+struct DeviceOps {
+  static void linf_step(
+      const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
+      double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
+      const c10::optional<at::Tensor>& mask) {
+    run_step("advfast::linf_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
+             KernelsFor().linf_step);
+  }
+
+  static void l2_step(
+      const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x, double eps, double alpha, double lo,
+      double hi, const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& alpha_per_sample,
+      const c10::optional<at::Tensor>& mask) {
+    run_step("advfast::l2_step_", x_adv, grad, x, eps, alpha, lo, hi, eps_per_sample, alpha_per_sample, mask,
+             KernelsFor().l2_step);
+  }
+
+  static void random_start(
+      const at::Tensor& x_adv, const at::Tensor& x, double eps, c10::string_view norm, double lo, double hi,
+      const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Generator>& generator) {
+    const Kernels kernels = KernelsFor();
+    run_random_start("advfast::random_start_", x_adv, x, eps, norm, lo, hi, eps_per_sample, generator,
+                     kernels.linf_start, kernels.l2_start);
+  }
+
+  static void register_into(torch::Library& m) {
+    m.impl("linf_step_", &linf_step);
+    m.impl("l2_step_", &l2_step);
+    m.impl("random_start_", &random_start);
+  }
+};
 
 }  // namespace advfast
