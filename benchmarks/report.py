@@ -250,6 +250,34 @@ def pgd_tables(paths: Sequence[Path]) -> list[str]:
     return tables
 
 
+def train_tables(paths: Sequence[Path]) -> list[str]:
+    """Markdown tables of bench_train results: each method's median seconds per training batch and its multiple
+    of standard training's."""
+    found: dict[tuple[str, str], dict[str, tuple[float, dict]]] = {}
+    for path in paths:
+        for bench in json.loads(path.read_text()).get("benchmarks", []):
+            info = bench.get("extra_info", {})
+            if info.get("kind") == "train":
+                key = (str(info.get("device", "cpu")), str(info.get("device_name", "")))
+                found.setdefault(key, {})[info["method"]] = (float(bench["stats"]["median"]), info)
+    tables = []
+    for (device, name), methods in sorted(found.items()):
+        info = next(iter(methods.values()))[1]
+        standard = methods.get("standard", (None, None))[0]
+        lines = [
+            f"#### One training batch ({info['batch']} MNIST images, mnist-cnn, eps {info['eps']}), {device} ({name}), "
+            f"torch {info['torch_version']}, {info['threads']} threads",
+            "",
+            "| method | median (ms) | x standard |",
+            "|---|--:|--:|",
+        ]
+        for method, (t, _) in methods.items():
+            multiple = f"{t / standard:.1f}" if standard else "—"
+            lines.append(f"| {method} | {_ms(t)} | {multiple} |")
+        tables.append("\n".join(lines))
+    return tables
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json)")
@@ -267,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in sorted(tables, key=lambda k: (k[0], k[1], k[2] != "linf")):
         print(markdown_table(key, tables[key]))
         print()
-    for table in pgd_tables(args.json):
+    for table in [*pgd_tables(args.json), *train_tables(args.json)]:
         print(table)
         print()
     lines, all_met = check_targets(tables)
