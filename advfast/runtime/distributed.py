@@ -121,6 +121,16 @@ def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
     return t.tolist()
 
 
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when ``flag`` is true on any (all ranks must call): a decision such as stopping on a
+    signal, which may reach the processes at different steps, then happens at the same step everywhere."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     """Every rank's ``obj``, in rank order (a one-element list in one process)."""
     if not ctx.distributed:

@@ -187,8 +187,11 @@ class Trainer:
             bar.update(1)
             if stepped and c.checkpoint_every and p.step % c.checkpoint_every == 0:
                 self.save("last.pt")
-            if stepped and (stop or (c.max_steps and p.step >= c.max_steps)):
-                p.stopped = f"signal {stop.signal}" if stop else f"max_steps {c.max_steps}"
+            if not stepped:
+                continue
+            signalled = dist_utils.any_rank(bool(stop), self.ctx)
+            if signalled or (c.max_steps and p.step >= c.max_steps):
+                p.stopped = f"signal {stop.signal or 'on another process'}" if signalled else f"max_steps {c.max_steps}"
                 self.save("last.pt")
                 return
         self._end_epoch(time.perf_counter() - started)
