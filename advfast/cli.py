@@ -61,6 +61,7 @@ HELP = {
     "synthetic_adversarial": "make the generated samples adversarial (PGD at eps) before training on them",
     "generator": "cgan (conditional DCGAN) or vae (conditional VAE)",
     "label_smoothing": "cgan: one-sided label smoothing (real target 1 - s)",
+    "diversity": "cgan: weight of the mode-seeking term against one image per class (0: plain loss)",
     "sample_every": "epochs between sample grids (0: only at the end)",
     "quality_samples": "generated samples for the Frechet distance and label accuracy",
     "classifier_epochs": "epochs of the real-data classifier that measures quality",

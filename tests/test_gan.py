@@ -25,6 +25,7 @@ from advfast.gan import (
     generator_loss,
     generator_quality,
     load,
+    mode_seeking_term,
     save_sample_grid,
     synthetic_count,
     vae_loss,
@@ -82,6 +83,14 @@ def test_gan_losses_match_their_formulas() -> None:
     assert discriminator_loss(real, fake) == pytest.approx(expected.item(), rel=1e-5)
     smoothed = -(0.9 * torch.log(d(real)) + 0.1 * torch.log(1 - d(real)) + torch.log(1 - d(fake))).mean()
     assert discriminator_loss(real, fake, real_target=0.9) == pytest.approx(smoothed.item(), rel=1e-5)
+
+
+def test_mode_seeking_term_matches_its_formula() -> None:
+    fake_a, fake_b = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    z_a, z_b = torch.randn(4, 16), torch.randn(4, 16)
+    ratio = (fake_a - fake_b).abs().mean() / (z_a - z_b).abs().mean()
+    assert mode_seeking_term(fake_a, fake_b, z_a, z_b).item() == pytest.approx(1 / (ratio.item() + 1e-5), rel=1e-5)
+    assert mode_seeking_term(fake_a, fake_a, z_a, z_b).item() == pytest.approx(1e5, rel=1e-5), "no diversity"
 
 
 def test_vae_loss_matches_its_formula() -> None:
@@ -289,6 +298,8 @@ def test_bad_generator_config_is_refused(tmp_path) -> None:
         GeneratorConfig(label_smoothing=0.7)
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         GeneratorConfig(epochs=0)
+    with pytest.raises(ValueError, match="diversity must be >= 0"):
+        GeneratorConfig(diversity=-1.0)
 
 
 def test_advfast_gives_its_layers_on_first_use() -> None:

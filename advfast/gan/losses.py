@@ -26,3 +26,11 @@ def vae_loss(reconstruction: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> 
     recon = F.binary_cross_entropy(reconstruction.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / batch
     kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum() / batch
     return recon + kl, recon, kl
+
+
+def mode_seeking_term(fake_a: Tensor, fake_b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """Mode-seeking regulariser (Mao et al., 2019, MSGAN): with m = mean|G(z_a, y) - G(z_b, y)| /
+    mean|z_a - z_b| over pairs that share their labels, the generator adds ``1 / (m + eps)`` to its loss, so
+    that ignoring z (every sample of a class the same image: conditional mode collapse) costs it."""
+    ratio = (fake_a - fake_b).abs().mean() / (z_a - z_b).abs().mean()
+    return 1.0 / (ratio + eps)

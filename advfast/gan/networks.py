@@ -26,8 +26,10 @@ def _widths(k: int, base: int) -> list[int]:
 
 
 class ConditionalGenerator(nn.Module):
-    """DCGAN generator G(z, y): [z, embed(y)] -> linear -> base grid -> k x (transposed conv stride 2, BN,
-    ReLU) -> 3x3 conv -> sigmoid, so samples lie in [0, 1] like the data."""
+    """DCGAN generator G(z, y): [z, sqrt(d) one_hot(y)] -> linear -> base grid -> k x (transposed conv
+    stride 2, BN, ReLU) -> 3x3 conv -> sigmoid, so samples lie in [0, 1] like the data. The label enters as a
+    one-hot vector scaled to the norm of z (d = latent size): fixed, so it cannot outgrow z as a learned
+    embedding did (the generator then ignored z: one image per class), yet as strong as z from the start."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 64, width: int = 64):
         super().__init__()
@@ -35,9 +37,8 @@ class ConditionalGenerator(nn.Module):
         self.image_shape, self.num_classes, self.latent_dim = tuple(image_shape), num_classes, latent_dim
         k, self.base_h, self.base_w = upsampling_plan(height, width_px)
         widths = _widths(k, width)
-        self.embed = nn.Embedding(num_classes, latent_dim)
         self.project = nn.Sequential(
-            nn.Linear(2 * latent_dim, widths[0] * self.base_h * self.base_w),
+            nn.Linear(latent_dim + num_classes, widths[0] * self.base_h * self.base_w),
             nn.BatchNorm1d(widths[0] * self.base_h * self.base_w),
             nn.ReLU(),
         )
@@ -49,7 +50,8 @@ class ConditionalGenerator(nn.Module):
         self.base_channels = widths[0]
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        h = self.project(torch.cat([z, self.embed(y)], dim=1))
+        label = nn.functional.one_hot(y, self.num_classes).to(z.dtype) * math.sqrt(self.latent_dim)
+        h = self.project(torch.cat([z, label], dim=1))
         return self.body(h.view(-1, self.base_channels, self.base_h, self.base_w))
 
 

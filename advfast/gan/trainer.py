@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from advfast.data import DataSplits, load_dataset
 from advfast.gan.grid import save_sample_grid
-from advfast.gan.losses import discriminator_loss, generator_loss, vae_loss
+from advfast.gan.losses import discriminator_loss, generator_loss, mode_seeking_term, vae_loss
 from advfast.gan.networks import ProjectionDiscriminator
 from advfast.gan.sampler import KINDS, GeneratorSampler, build_network
 from advfast.runtime import distributed as dist_utils
@@ -29,7 +29,10 @@ GENERATOR_FILE = "generator.pt"
 @dataclass
 class GeneratorConfig:
     """A generator run. ``lr`` defaults to 2e-4 with Adam betas (0.5, 0.999) for the cGAN (Radford et al.)
-    and 1e-3 for the VAE; ``label_smoothing`` s makes the discriminator's real target 1 - s."""
+    and 1e-3 for the VAE; ``label_smoothing`` s makes the discriminator's real target 1 - s; ``diversity`` weighs
+    the cGAN's mode-seeking term (Mao et al.) against conditional mode collapse: on digits, 0 gave one image per
+    class, 0.02 a within-class spread like the data's at better Frechet distance, 0.1 and up diverse samples of
+    the wrong class."""
 
     data: str = "mnist"
     subset: float = 1.0
@@ -38,6 +41,7 @@ class GeneratorConfig:
     batch_size: int = 128
     lr: float = math.nan
     label_smoothing: float = 0.0
+    diversity: float = 0.02  # cgan: weight of the mode-seeking term (0: the plain non-saturating loss)
     seed: int = 0
     sample_every: int = 5  # epochs between sample grids (0: only at the end)
     checkpoint_every: int = 0  # steps between checkpoints (0: each epoch)
@@ -61,6 +65,7 @@ class GeneratorConfig:
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 0, f"{name} must be an integer >= 0, got {value!r}")
         need(0.0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        need(math.isfinite(self.diversity) and self.diversity >= 0, f"diversity must be >= 0, got {self.diversity}")
         need(math.isnan(self.lr) or self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(0.0 < self.subset <= 1.0, f"subset must be in (0, 1], got {self.subset}")
 
@@ -168,24 +173,31 @@ class GeneratorTrainer:
         self._sums["seen"] = self._sums.get("seen", 0.0) + len(x)
 
     def _gan_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One discriminator step, then one generator step. The generated batch is two halves with the same
+        labels (those of the real batch's first half) and independent z, for the mode-seeking term."""
         generator_opt, discriminator_opt = self.optimizers
         assert self.discriminator is not None
-        z = torch.randn(len(x), self.network.latent_dim, device=self.device)
-        fake = self.network(z, y)
+        half = len(x) // 2
+        y_fake = torch.cat([y[:half], y[:half]])
+        z = torch.randn(2 * half, self.network.latent_dim, device=self.device)
+        fake = self.network(z, y_fake)
         real_logits = self.discriminator(x, y)
-        fake_logits = self.discriminator(fake.detach(), y)
+        fake_logits = self.discriminator(fake.detach(), y_fake)
         d_loss = discriminator_loss(real_logits, fake_logits, real_target=1.0 - self.config.label_smoothing)
         discriminator_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         discriminator_opt.step()
-        g_loss = generator_loss(self.discriminator(fake, y))
+        adversarial = generator_loss(self.discriminator(fake, y_fake))
+        diversity = mode_seeking_term(fake[:half], fake[half:], z[:half], z[half:])
+        g_loss = adversarial + self.config.diversity * diversity
         generator_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         generator_opt.step()
         self._check_finite(d_loss, g_loss)
         return {
             "d_loss": d_loss.item(),
-            "g_loss": g_loss.item(),
+            "g_loss": adversarial.item(),
+            "mode_seeking": diversity.item(),
             "d_real": torch.sigmoid(real_logits).mean().item(),
             "d_fake": torch.sigmoid(fake_logits).mean().item(),
         }
