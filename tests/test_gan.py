@@ -300,6 +300,8 @@ def test_bad_generator_config_is_refused(tmp_path) -> None:
         GeneratorConfig(epochs=0)
     with pytest.raises(ValueError, match="diversity must be >= 0"):
         GeneratorConfig(diversity=-1.0)
+    with pytest.raises(ValueError, match="batch_size must give each of the 1 process"):
+        GeneratorTrainer(generator_config(tmp_path, batch_size=1))
 
 
 def test_advfast_gives_its_layers_on_first_use() -> None:

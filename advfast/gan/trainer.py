@@ -114,6 +114,12 @@ class GeneratorTrainer:
             self.discriminator = None
             self.optimizers = [torch.optim.Adam(self.network.parameters(), lr=lr)]
         ctx = dist_utils.DistContext(device=self.device)
+        if config.generator == "cgan" and config.batch_size // ctx.world_size < 2:
+            # each step pairs two halves of the batch for the mode-seeking term: one sample leaves an empty pair
+            raise ValueError(
+                f"batch_size must give each of the {ctx.world_size} process(es) at least 2 samples for the cgan, "
+                f"got {config.batch_size}"
+            )
         self.loader = dist_utils.make_loader(
             self.data.train, config.batch_size, ctx, shuffle=True, seed=config.seed, drop_last=True
         )
