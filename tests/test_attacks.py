@@ -12,17 +12,13 @@ from torch import nn
 
 import advfast
 from advfast import reference
-from advfast.data import load_digits
-from advfast.demo import accuracy, train_classifier
+from advfast.demo import accuracy
 from advfast.models import digits_cnn
 
 
 @pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    x_train, y_train, x_test, y_test = load_digits(seed=0)
-    model = train_classifier(digits_cnn(), x_train, y_train, epochs=15, seed=0)
-    return model, x_test, y_test
+def digits(digits_model):
+    return digits_model
 
 
 def seeded(seed: int = 0) -> torch.Generator:

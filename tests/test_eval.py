@@ -16,8 +16,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import advfast
-from advfast.data import load_digits
-from advfast.demo import train_classifier
 from advfast.eval import (
     CHECKS,
     GradientMaskingWarning,
@@ -28,7 +26,6 @@ from advfast.eval import (
     tolerance,
     write_report,
 )
-from advfast.models import digits_cnn
 
 EPS = [0.05, 0.1, 0.2]
 STEPS = 10
@@ -36,11 +33,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    x_train, y_train, x_test, y_test = load_digits(seed=0)
-    model = train_classifier(digits_cnn(), x_train, y_train, epochs=10, seed=0)
-    return model, x_test, y_test
+def digits(digits_model):
+    return digits_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import advfast
-from advfast.data import digits_splits
 from advfast.gan import (
     BatchAugmenter,
     ConditionalGenerator,
@@ -30,46 +29,32 @@ from advfast.gan import (
     synthetic_count,
     vae_loss,
 )
-from advfast.runtime import CheckpointError, save_checkpoint
+from advfast.runtime import CheckpointError, StopReason, save_checkpoint
 from advfast.train import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return digits_splits(seed=0)
+def digits(digits_data):
+    return digits_data
 
 
 def generator_config(tmp_path: Path, **changes) -> GeneratorConfig:
-    base = dict(data="digits", generator="cgan", epochs=2, batch_size=64, out=str(tmp_path / "gen"), progress=False,
+    base = dict(data="digits", model="cgan", epochs=2, batch_size=64, out=str(tmp_path / "gen"), progress=False,
                 sample_every=0)  # fmt: skip
     return GeneratorConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """A cGAN and a VAE trained briefly on digits, and a classifier of the real digits for the measures."""
+def trained(digits, digits_model, tmp_path_factory):
+    """A cGAN and a VAE trained briefly on digits, and the session's classifier of the real digits as the judge
+    of the quality measures."""
     folder = tmp_path_factory.mktemp("generators")
     runs = {}
     for kind, epochs in (("cgan", 12), ("vae", 12)):
-        trainer = GeneratorTrainer(generator_config(folder / kind, generator=kind, epochs=epochs), data=digits)
+        trainer = GeneratorTrainer(generator_config(folder / kind, model=kind, epochs=epochs), data=digits)
         trainer.fit()
         runs[kind] = trainer
-    classifier = Trainer(
-        TrainConfig(
-            data="digits",
-            method="standard",
-            eps=0.0,
-            epochs=15,
-            batch_size=64,
-            lr=3e-3,
-            progress=False,
-            report=False,
-            out=str(folder / "classifier"),
-        ),
-        data=digits,
-    )
-    classifier.fit()
-    return runs, classifier.model.eval()
+    return runs, digits_model[0]
 
 
 # ---- losses -------------------------------------------------------------------------------------------------
@@ -111,7 +96,7 @@ def test_vae_loss_matches_its_formula() -> None:
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 30, 30)])
-def test_networks_fit_any_image_shape(shape) -> None:
+def test_networks_fit_any_input_shape(shape) -> None:
     generator, critic, vae = ConditionalGenerator(shape, 7), ProjectionDiscriminator(shape, 7), ConditionalVAE(shape, 7)
     y = torch.arange(5) % 7
     x = generator(torch.randn(5, generator.latent_dim), y)
@@ -128,14 +113,14 @@ def test_networks_fit_any_image_shape(shape) -> None:
 def test_training_lowers_the_frechet_distance(digits, trained, kind) -> None:
     runs, classifier = trained
     trainer = runs[kind]
-    untrained = GeneratorTrainer(generator_config(Path(trainer.out).parent / "untrained", generator=kind), data=digits)
+    untrained = GeneratorTrainer(generator_config(Path(trainer.out).parent / "untrained", model=kind), data=digits)
     before = generator_quality(untrained.sampler, classifier, digits.test.x, digits.test.y, samples=500)
     after = generator_quality(trainer.sampler, classifier, digits.test.x, digits.test.y, samples=500)
     assert after["frechet_distance"] < 0.5 * before["frechet_distance"], (before, after)
     assert after["label_accuracy"] > before["label_accuracy"] + 0.2
     assert after["frechet_distance_real_halves"] < after["frechet_distance"]
     assert len(after["label_accuracy_per_class"]) == 10
-    assert all(math.isfinite(m[k]) for m in trainer.metrics for k in m)
+    assert all(math.isfinite(m[k]) for m in trainer.progress.metrics for k in m)
 
 
 def test_frechet_distance_of_gaussians() -> None:
@@ -167,7 +152,7 @@ def test_sampler_returns_the_requested_labels_and_count(trained) -> None:
 def test_saved_generator_loads_and_samples_the_same(trained, tmp_path) -> None:
     for kind, trainer in trained[0].items():
         loaded = load(Path(trainer.out) / "generator.pt")
-        assert loaded.kind == kind and loaded.image_shape == (1, 8, 8) and loaded.num_classes == 10
+        assert loaded.kind == kind and loaded.input_shape == (1, 8, 8) and loaded.num_classes == 10
         first = trainer.sampler.sample(12, generator=torch.Generator().manual_seed(4))[0]
         second = loaded.sample(12, generator=torch.Generator().manual_seed(4))[0]
         assert torch.equal(first, second)
@@ -178,16 +163,16 @@ def test_saved_generator_loads_and_samples_the_same(trained, tmp_path) -> None:
 
 @pytest.mark.parametrize("kind", ["cgan", "vae"])
 def test_resumed_generator_run_equals_uninterrupted(digits, tmp_path, kind) -> None:
-    full = GeneratorTrainer(generator_config(tmp_path / "full", generator=kind), data=digits)
+    full = GeneratorTrainer(generator_config(tmp_path / "full", model=kind), data=digits)
     full.fit()
-    cut = GeneratorTrainer(generator_config(tmp_path / "cut", generator=kind, max_steps=7), data=digits)
+    cut = GeneratorTrainer(generator_config(tmp_path / "cut", model=kind, max_steps=7), data=digits)
     cut.fit()
-    assert cut.stopped == "max_steps 7"
-    resumed = GeneratorTrainer(generator_config(tmp_path / "cut", generator=kind), data=digits)
+    assert cut.progress.stop.reason is StopReason.MAX_STEPS and cut.progress.step == 7
+    resumed = GeneratorTrainer(generator_config(tmp_path / "cut", model=kind), data=digits)
     resumed.load(tmp_path / "cut" / "gen" / "generator.pt")
     resumed.fit()
-    strip = [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in full.metrics]
-    assert [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in resumed.metrics] == strip
+    strip = [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in full.progress.metrics]
+    assert [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in resumed.progress.metrics] == strip
     for key, value in full.network.state_dict().items():
         assert torch.equal(value, resumed.network.state_dict()[key]), key
 
@@ -256,12 +241,12 @@ def test_generator_for_other_data_is_refused(digits, tmp_path) -> None:
     path = save_checkpoint(
         tmp_path / "mnist-like.pt",
         {
-            "role": "generator",
             "kind": "cgan",
-            "image_shape": [1, 28, 28],
+            "input_shape": [1, 28, 28],
             "num_classes": 10,
             "network": network.state_dict(),
         },
+        role="generator",
     )
     config = TrainConfig(data="digits", augment=str(path), epochs=1, batch_size=64, out=str(tmp_path / "r"),
                          progress=False, report=False)  # fmt: skip
@@ -272,35 +257,35 @@ def test_generator_for_other_data_is_refused(digits, tmp_path) -> None:
 def test_corrupt_or_foreign_generator_files_are_refused(digits, tmp_path) -> None:
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 100)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable advfast checkpoint"):
         load(corrupt)
-    classifier = save_checkpoint(tmp_path / "classifier.pt", {"role": "classifier", "model": {}})
-    with pytest.raises(CheckpointError, match="not a generator checkpoint"):
+    classifier = save_checkpoint(tmp_path / "classifier.pt", {"model": {}}, role="classifier")
+    with pytest.raises(CheckpointError, match=r"is a classifier checkpoint \(advfast train\), not a generator"):
         load(classifier)
     wrong = save_checkpoint(
         tmp_path / "wrong.pt",
         {
-            "role": "generator",
             "kind": "cgan",
-            "image_shape": [1, 8, 8],
+            "input_shape": [1, 8, 8],
             "num_classes": 3,
             "network": ConditionalGenerator((1, 8, 8), 10).state_dict(),
         },
+        role="generator",
     )
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load(wrong)
 
 
 def test_bad_generator_config_is_refused(tmp_path) -> None:
-    with pytest.raises(ValueError, match="generator must be one of"):
-        GeneratorConfig(generator="stylegan")
+    with pytest.raises(ValueError, match="model must be one of"):
+        GeneratorConfig(model="stylegan")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         GeneratorConfig(label_smoothing=0.7)
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         GeneratorConfig(epochs=0)
-    with pytest.raises(ValueError, match="diversity must be >= 0"):
+    with pytest.raises(ValueError, match=r"diversity must be in \[0, inf\]"):
         GeneratorConfig(diversity=-1.0)
-    with pytest.raises(ValueError, match="batch_size must give each of the 1 process"):
+    with pytest.raises(ValueError, match="batch_size must be at least 2 for the cgan"):
         GeneratorTrainer(generator_config(tmp_path, batch_size=1))
 
 

@@ -13,26 +13,18 @@ import torch
 from torch import nn
 
 import advfast
-from advfast.data import digits_splits
-from advfast.train import (
-    AttackSettings,
-    CheckpointError,
-    Free,
-    TrainConfig,
-    Trainer,
-    learning_rate_factor,
-    load_checkpoint,
-    save_checkpoint,
-)
+from advfast.runtime import CheckpointError, StopReason, load_checkpoint, save_checkpoint
+from advfast.train import AttackSettings, Free, TrainConfig, Trainer, learning_rate_factor
 from advfast.train.schedules import ramp
+from advfast.train.trainer import TIMING_FIELDS
 
 EPS = 0.1  # on 8x8 digits in [0, 1]: large enough that standard training is fragile
-TIMING = ("epoch_seconds", "samples_per_second")
+TIMING = TIMING_FIELDS
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return digits_splits(seed=0)
+def digits(digits_data):
+    return digits_data
 
 
 def config(tmp_path: Path, **changes) -> TrainConfig:
@@ -133,7 +125,7 @@ def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, method) -> None:
     # Stops at the first batch boundary at or after max_steps: mid-epoch for both (free steps twice a batch).
     first = Trainer(config(tmp_path / "cut", max_steps=10, **changes), data=digits)
     first.fit()
-    assert first.progress.stopped == "max_steps 10" and first.progress.step == 10
+    assert first.progress.stop.reason is StopReason.MAX_STEPS and first.progress.step == 10
     resumed = Trainer(config(tmp_path / "cut", **changes), data=digits)
     resumed.load(tmp_path / "cut" / "run" / "last.pt")
     resumed_metrics = resumed.fit()
@@ -147,22 +139,23 @@ def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, method) -> None:
 
 def test_sigterm_saves_and_stops_at_a_step_boundary(digits, tmp_path) -> None:
     class SignalAtStepFive(Trainer):
-        def _train_batch(self, x, y):
-            stepped = super()._train_batch(x, y)
+        def train_batch(self, batch, seed):
+            stepped = super().train_batch(batch, seed)
             if self.progress.step == 5:
                 os.kill(os.getpid(), signal.SIGTERM)
             return stepped
 
     trainer = SignalAtStepFive(config(tmp_path, epochs=2), data=digits)
     trainer.fit()
-    assert trainer.progress.stopped == f"signal {int(signal.SIGTERM)}"
+    assert trainer.progress.stop.reason is StopReason.SIGNAL
+    assert str(trainer.progress.stop) == f"signal {int(signal.SIGTERM)}"
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert saved["progress"]["step"] == 5
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler must be restored"
 
 
 def test_checkpoint_is_written_atomically_and_loaded_weights_only(tmp_path) -> None:
-    path = save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}, "note": "x"})
+    path = save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}, "note": "x"}, role="classifier")
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"], "no temporary file may be left behind"
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
 
@@ -170,9 +163,9 @@ def test_checkpoint_is_written_atomically_and_loaded_weights_only(tmp_path) -> N
 @pytest.mark.parametrize(
     ("write", "message"),
     [
-        (lambda p: p.write_bytes(b"not a checkpoint at all"), "not a readable checkpoint"),
+        (lambda p: p.write_bytes(b"not a checkpoint at all"), "not a readable advfast checkpoint"),
         (lambda p: torch.save({"weights": torch.ones(1)}, p), "not an advfast checkpoint"),
-        (lambda p: p.write_bytes(b""), "not a readable checkpoint"),
+        (lambda p: p.write_bytes(b""), "not a readable advfast checkpoint"),
     ],
     ids=["garbage", "foreign", "empty"],
 )
@@ -184,11 +177,11 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, write, message) -> None:
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path) -> None:
-    path = save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.randn(1000)}})
+    path = save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.randn(1000)}}, role="classifier")
     path.write_bytes(path.read_bytes()[:-300])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such run folder or checkpoint file"):
         load_checkpoint(tmp_path / "missing.pt")
 
 
@@ -249,7 +242,7 @@ def test_schedules(name: str, points) -> None:
     ("changes", "message"),
     [
         ({"method": "madry"}, "method must be one of"),
-        ({"eps": -0.1}, "eps must be finite and >= 0"),
+        ({"eps": -0.1}, r"eps must be in \[0, inf\], got -0.1"),
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"schedule": "step"}, "schedule must be one of"),
         ({"subset": 0.0}, "subset must be in"),

@@ -9,9 +9,8 @@ from torch import Tensor
 from advfast.attacks.losses import LossFn
 from advfast.attacks.model_state import ModelMode
 from advfast.attacks.pgd import Model, attack
+from advfast.attacks.step_size import FGSM_RS_SCALE
 from advfast.attacks.validation import PerSample
-
-FGSM_RS_ALPHA = 1.25  # Wong et al.'s step for a random start, as a multiple of eps
 
 
 def fgsm(
@@ -44,7 +43,7 @@ def fgsm(
         y,
         eps=eps,
         alpha=alpha,
-        default_alpha_scale=FGSM_RS_ALPHA if random_start else 1.0,
+        default_alpha_scale=FGSM_RS_SCALE if random_start else 1.0,
         steps=1,
         norm=norm,
         random_start=random_start,

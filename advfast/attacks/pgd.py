@@ -10,6 +10,7 @@ from torch import Tensor
 from advfast import ops
 from advfast.attacks.losses import LossFn, resolve_loss
 from advfast.attacks.model_state import ModelMode, preserved_model_state
+from advfast.attacks.step_size import pgd_alpha_scale
 from advfast.attacks.validation import (
     PerSample,
     check_count,
@@ -123,7 +124,7 @@ def attack(
     restarts = check_count("restarts", restarts)
     norm = check_norm(norm)
     if alpha is None:
-        scale = 2.5 / steps if default_alpha_scale is None else default_alpha_scale
+        scale = pgd_alpha_scale(steps) if default_alpha_scale is None else default_alpha_scale
         alpha = eps * scale  # 0 where eps is 0: the kernels then leave x as it is
     else:
         alpha = check_per_sample("alpha", alpha, x, positive=True)

@@ -9,11 +9,12 @@ from advfast.data.digits import digits_splits, load_digits
 from advfast.data.errors import DatasetUnavailable
 from advfast.data.files import dataset_splits, folder_splits, npz_splits
 from advfast.data.mnist import fashion_mnist_splits, mnist_splits
-from advfast.data.registry import DATASETS, load_dataset
+from advfast.data.registry import DATASETS, STANDARD_EPS, load_dataset, standard_eps
 from advfast.data.splits import DataSplits, TensorImages, carve, train_subset
 
 __all__ = [
     "DATASETS",
+    "STANDARD_EPS",
     "DataSplits",
     "DatasetUnavailable",
     "TensorImages",
@@ -26,5 +27,6 @@ __all__ = [
     "load_digits",
     "mnist_splits",
     "npz_splits",
+    "standard_eps",
     "train_subset",
 ]

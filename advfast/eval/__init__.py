@@ -7,10 +7,12 @@ gradient-masking sanity checks, and reports (JSON, Markdown, PNG).
 
 from advfast.eval.batches import EvalData
 from advfast.eval.plots import save_robustness_plot, save_training_curves
-from advfast.eval.published import Published
+from advfast.eval.predict import model_device, predict
+from advfast.eval.published import MNIST_ANCHORS, Published, published_for
 from advfast.eval.report import markdown_report, write_report
 from advfast.eval.result import AttackRun, ClassReport, RobustnessResult
 from advfast.eval.robustness import ATTACKS, evaluate_robustness
+from advfast.eval.run_report import headline, report_run
 from advfast.eval.sanity import (
     CHECKS,
     GradientMaskingWarning,
@@ -22,6 +24,7 @@ from advfast.eval.sanity import (
 __all__ = [
     "ATTACKS",
     "CHECKS",
+    "MNIST_ANCHORS",
     "AttackRun",
     "ClassReport",
     "EvalData",
@@ -31,7 +34,12 @@ __all__ = [
     "SanityWarning",
     "check_gradient_masking",
     "evaluate_robustness",
+    "headline",
     "markdown_report",
+    "model_device",
+    "predict",
+    "published_for",
+    "report_run",
     "save_robustness_plot",
     "save_training_curves",
     "tolerance",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advfast.eval.published import Published, check_published, published_points
+from advfast.runtime.files import atomic_write
 
 if TYPE_CHECKING:
     from advfast.eval.result import RobustnessResult
@@ -155,7 +156,4 @@ def _is_number(value: object) -> bool:
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from advfast.eval.plots import attack_label, save_robustness_plot, save_training
 from advfast.eval.published import Published, check_published, published_at, published_json
 from advfast.eval.result import RobustnessResult
 from advfast.eval.sanity import CHECKS, tolerance
+from advfast.runtime.files import atomic_write_text
 
 __all__ = ["markdown_report", "save_robustness_plot", "save_training_curves", "write_report"]
 
@@ -60,8 +59,8 @@ def write_report(
     markdown = markdown_report(
         result, title=title, extra=extra, published=checked, plot=ROBUSTNESS_PNG if plot else None
     )
-    _write_atomic(paths["json"], text + "\n")
-    _write_atomic(paths["md"], markdown)
+    atomic_write_text(paths["json"], text + "\n")
+    atomic_write_text(paths["md"], markdown)
     return paths
 
 
@@ -80,6 +79,9 @@ def markdown_report(
     lines = [f"# {title}", "", _setup(result), ""]
     if "source" in published:
         lines += [f"Published numbers: {published['source']}.", ""]
+    warnings = extra.get("warnings") if extra else None
+    if warnings:
+        lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
     lines += _accuracy_table(result, published)
     if plot:
         lines += ["", f"![accuracy against eps]({plot})"]
@@ -88,7 +90,7 @@ def markdown_report(
     lines += ["", *_cost_table(result)]
     if extra:
         lines += ["", "## Run", "", "| field | value |", "|---|---|"]
-        lines += [f"| {key} | {_value(value)} |" for key, value in extra.items()]
+        lines += [f"| {key} | {_value(value)} |" for key, value in extra.items() if key != "warnings"]
     return "\n".join(lines) + "\n"
 
 
@@ -199,14 +201,3 @@ def _value(value: Any) -> str:
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(value)
     return str(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

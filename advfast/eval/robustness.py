@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -10,16 +9,18 @@ from dataclasses import dataclass
 from numbers import Real
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
-import advfast
-from advfast.attacks.model_state import preserved_model_state
-from advfast.attacks.validation import check_bounds, check_count, check_logits, check_norm
+from advfast.attacks import fgsm, pgd, preserved_model_state
+from advfast.attacks.validation import check_bounds, check_logits, check_norm
+from advfast.checks import check_count
 from advfast.eval.batches import EvalData, batches
 from advfast.eval.metrics import accuracy, class_report
+from advfast.eval.predict import model_device
 from advfast.eval.result import AttackRun, RobustnessResult
 from advfast.eval.sanity import applicable_checks, check_gradient_masking
+from advfast.runtime.seeds import derive_seed
 
 Model = Callable[[Tensor], Tensor]
 
@@ -76,8 +77,8 @@ def evaluate_robustness(
     or more steps of the same size, never raise the accuracy). Inputs are batched as
     :func:`advfast.eval.batches.batches` says and run on ``device`` (default: where the model's parameters
     are). The random starts of batch ``b`` (from 0) come from a generator on ``device`` seeded with
-    ``(seed * 1_000_003 + b) mod 2**63``, the same for every attack and eps: the same seed gives the same
-    numbers, and the checks compare attacks on equal terms.
+    ``derive_seed(seed, b)`` (:mod:`advfast.runtime.seeds`), the same for every attack and eps: the same seed
+    gives the same numbers, and the checks compare attacks on equal terms.
 
     With ``sanity``, PGD also runs at the largest eps with twice the steps and with twice the restarts, and
     with an unbounded eps from the clean input, and :func:`advfast.eval.sanity.check_gradient_masking`
@@ -108,7 +109,7 @@ def evaluate_robustness(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     batch_iter, num_batches = batches(data, batch_size)
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     runs = _plan(eps_list, attack_names, pgd_steps, pgd_restarts, sanity)
 
     seconds = dict.fromkeys(["clean", *attack_names, *(["sanity"] if sanity else [])], 0.0)
@@ -272,8 +273,8 @@ def _attack(
     generator: torch.Generator,
 ) -> Tensor:
     if run.attack == "fgsm":
-        return advfast.fgsm(model, x, y, eps=eps, norm=norm, bounds=bounds)
-    return advfast.pgd(
+        return fgsm(model, x, y, eps=eps, norm=norm, bounds=bounds)
+    return pgd(
         model,
         x,
         y,
@@ -307,11 +308,4 @@ def _labels(y: Tensor, x: Tensor, index: int) -> Tensor:
 
 def _generator(device: torch.device, seed: int, batch: int) -> torch.Generator:
     """The random-start generator of one batch: seeded from (seed, batch), the same for every attack."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + batch) % 2**63)
-
-
-def _model_device(model: Model) -> torch.device:
-    if isinstance(model, nn.Module):
-        for tensor in itertools.chain(model.parameters(), model.buffers()):
-            return tensor.device
-    return torch.device("cpu")
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, batch))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from advfast.gan.sampler import GeneratorSampler
+from advfast.runtime.files import atomic_write
 
 
 def save_sample_grid(
@@ -42,7 +43,4 @@ def save_sample_grid(
         axes[c][0].set_ylabel(class_names[c] if class_names else str(c), rotation=0, ha="right", va="center")
     if title:
         figure.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    return path
+    return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))

@@ -31,10 +31,10 @@ class ConditionalGenerator(nn.Module):
     one-hot vector scaled to the norm of z (d = latent size): fixed, so it cannot outgrow z as a learned
     embedding did (the generator then ignored z: one image per class), yet as strong as z from the start."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 64, width: int = 64):
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 64, width: int = 64):
         super().__init__()
-        channels, height, width_px = image_shape
-        self.image_shape, self.num_classes, self.latent_dim = tuple(image_shape), num_classes, latent_dim
+        channels, height, width_px = input_shape
+        self.input_shape, self.num_classes, self.latent_dim = tuple(input_shape), num_classes, latent_dim
         k, self.base_h, self.base_w = upsampling_plan(height, width_px)
         widths = _widths(k, width)
         self.project = nn.Sequential(
@@ -60,9 +60,9 @@ class ProjectionDiscriminator(nn.Module):
     ``D(x, y) = w . phi(x) + embed(y) . phi(x)`` (a logit), phi a spectrally normalised strided CNN whose
     final feature map is flattened (not pooled: where a stroke is matters)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, width: int = 32):
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int = 32):
         super().__init__()
-        channels, height, width_px = image_shape
+        channels, height, width_px = input_shape
         # Halve the grid while it stays at least 4x4 (at least once): the head then sees a coarse map, not 1x1.
         coarsest = int(math.log2(max(min(height, width_px), 4) / 4))
         doublings = max(1, min(upsampling_plan(height, width_px)[0], coarsest))
@@ -86,10 +86,10 @@ class ConditionalVAE(nn.Module):
     """Class-conditional VAE: encoder q(z | x, y) = N(mu, diag sigma^2), decoder p(x | z, y) Bernoulli with means
     in [0, 1]; z = mu + sigma * e, e ~ N(0, I) (the reparameterisation)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 16, width: int = 32):
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 16, width: int = 32):
         super().__init__()
-        channels, height, width_px = image_shape
-        self.image_shape, self.num_classes, self.latent_dim = tuple(image_shape), num_classes, latent_dim
+        channels, height, width_px = input_shape
+        self.input_shape, self.num_classes, self.latent_dim = tuple(input_shape), num_classes, latent_dim
         k, base_h, base_w = upsampling_plan(height, width_px)
         encoder: list[nn.Module] = [nn.Conv2d(channels + num_classes, width, 3, padding=1), nn.ReLU()]
         c = width
@@ -100,7 +100,7 @@ class ConditionalVAE(nn.Module):
         self.encoder = nn.Sequential(*encoder)
         features = c * base_h * base_w
         self.to_stats = nn.Linear(features, 2 * latent_dim)
-        self.decoder = ConditionalGenerator(image_shape, num_classes, latent_dim=latent_dim, width=c)
+        self.decoder = ConditionalGenerator(input_shape, num_classes, latent_dim=latent_dim, width=c)
 
     def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         one_hot = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]

@@ -11,6 +11,7 @@ import torch
 from scipy import linalg
 from torch import Tensor, nn
 
+from advfast.eval import predict
 from advfast.gan.sampler import GeneratorSampler
 
 
@@ -80,12 +81,7 @@ def generator_quality(
     half = len(real_x) // 2
     reference, held_out = real_features[order[:half]], real_features[order[half : 2 * half]]
     n = min(half, len(fake_features))
-    device = next(classifier.parameters()).device
-    with torch.no_grad():
-        predicted = torch.cat(
-            [classifier(fake_x[s : s + 1000].to(device)).argmax(1).cpu() for s in range(0, len(fake_x), 1000)]
-        )
-    hit = predicted == fake_y
+    hit = predict(classifier, fake_x) == fake_y
     return {
         "samples": samples,
         "frechet_samples": n,

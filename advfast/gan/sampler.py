@@ -8,14 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from advfast.gan.networks import ConditionalGenerator, ConditionalVAE
-from advfast.runtime.checkpoint import CheckpointError, load_checkpoint
+from advfast.runtime.checkpoint import CheckpointError, check_finite_state, load_checkpoint
 
 KINDS = ("cgan", "vae")
 
 
 class GeneratorSampler:
     """Draws class-conditional samples from a trained cGAN generator or VAE decoder (in eval mode, without
-    gradients). ``image_shape`` and ``num_classes`` say what data it was trained on."""
+    gradients). ``input_shape`` and ``num_classes`` say what data it was trained on."""
 
     def __init__(self, kind: str, network: ConditionalGenerator, device: torch.device | str = "cpu") -> None:
         if kind not in KINDS:
@@ -25,8 +25,8 @@ class GeneratorSampler:
         self.device = torch.device(device)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.network.image_shape
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.network.input_shape
 
     @property
     def num_classes(self) -> int:
@@ -54,22 +54,25 @@ class GeneratorSampler:
         return self.network(z, y).float(), y
 
 
-def build_network(kind: str, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def build_network(kind: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The network trained for ``kind``: the cGAN's generator (its discriminator is built by the trainer) or
     the whole VAE."""
     if kind == "cgan":
-        return ConditionalGenerator(image_shape, num_classes)
+        return ConditionalGenerator(input_shape, num_classes)
     if kind == "vae":
-        return ConditionalVAE(image_shape, num_classes)
+        return ConditionalVAE(input_shape, num_classes)
     raise ValueError(f"generator must be one of {KINDS}, got {kind!r}")
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> GeneratorSampler:
-    """The sampler saved at ``path`` by ``advfast augment`` (a generator checkpoint)."""
-    record = load_checkpoint(path, map_location=device)
-    if record.get("role") != "generator":
-        raise CheckpointError(f"{path}: not a generator checkpoint (it holds a {record.get('role', 'classifier')})")
-    kind, shape, classes = record["kind"], tuple(record["image_shape"]), record["num_classes"]
+    """The sampler saved by ``advfast augment`` in the run folder ``path`` (or the generator checkpoint file)."""
+    path = Path(path)
+    path = path / "generator.pt" if path.is_dir() else path
+    record = load_checkpoint(
+        path, map_location=device, role="generator", required=("kind", "input_shape", "num_classes", "network")
+    )
+    kind, shape, classes = record["kind"], tuple(record["input_shape"]), record["num_classes"]
+    check_finite_state(record["network"], path)
     network = build_network(kind, shape, classes)
     try:
         network.load_state_dict(record["network"])
@@ -79,10 +82,10 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> GeneratorSampl
     return GeneratorSampler(kind, sampler_network, device)
 
 
-def check_compatible(sampler: GeneratorSampler, image_shape: tuple[int, ...], num_classes: int, path: str) -> None:
+def check_compatible(sampler: GeneratorSampler, input_shape: tuple[int, ...], num_classes: int, path: str) -> None:
     """A generator may only feed data of its own image shape and class count."""
-    if tuple(sampler.image_shape) != tuple(image_shape) or sampler.num_classes != num_classes:
+    if tuple(sampler.input_shape) != tuple(input_shape) or sampler.num_classes != num_classes:
         raise ValueError(
-            f"the generator {path} makes {sampler.num_classes}-class images of shape {sampler.image_shape}, but "
-            f"the data has {num_classes} classes of shape {tuple(image_shape)}"
+            f"the generator {path} makes {sampler.num_classes}-class images of shape {sampler.input_shape}, but "
+            f"the data has {num_classes} classes of shape {tuple(input_shape)}"
         )

@@ -29,15 +29,28 @@ class DistContext:
         return self.rank == 0
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or the default when None: CUDA when a GPU is available, else the CPU. An unknown name, or
+    CUDA on a machine without it, is an error naming ``device``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a device name such as cpu, cuda or cuda:1, got {device!r}") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine (or this torch build) has no CUDA device")
+    return chosen
+
+
 def setup(device: str | None = None) -> DistContext:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on the CPU.
     Each process uses the GPU of its LOCAL_RANK. Without torchrun: one process on ``device``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return DistContext(device=chosen)
+        return DistContext(device=resolve_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    use_cuda = resolve_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective, Standard
 from advfast.train.objectives.fgsm_rs import FGSMRS
 from advfast.train.objectives.free import Free
@@ -12,25 +14,11 @@ from advfast.train.objectives.trades import TRADES
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (Standard, Mixed, PGDAT, FGSMRS, Free, TRADES)}
 
 
-def make_objective(
-    method: str,
-    attack: AttackSettings,
-    *,
-    lam: float = 1.0,
-    inner: str = "fgsm",
-    beta: float = 6.0,
-    replays: int = 8,
-) -> Objective:
-    """The objective called ``method`` with its own hyper-parameters taken from the keywords."""
-    if method not in OBJECTIVES:
-        raise ValueError(f"method must be one of {sorted(OBJECTIVES)}, got {method!r}")
-    if method == "mixed":
-        return Mixed(attack, lam=lam, inner=inner)
-    if method == "trades":
-        return TRADES(attack, beta=beta)
-    if method == "free":
-        return Free(attack, replays=replays)
-    return OBJECTIVES[method](attack)
+def make_objective(config: Any) -> Objective:
+    """The objective ``config.method`` names, built from the (resolved) training config."""
+    if config.method not in OBJECTIVES:
+        raise ValueError(f"method must be one of {sorted(OBJECTIVES)}, got {config.method!r}")
+    return OBJECTIVES[config.method].from_config(config)
 
 
 __all__ = [

@@ -30,11 +30,20 @@ class AttackSettings:
     bounds: tuple[float, float] = (0.0, 1.0)
     model_mode: str = "as_is"
 
-    def alpha_at(self, eps: float, default_scale: float) -> float:
-        """The step size at the current (possibly ramped) eps; ``default_scale * eps`` when unset."""
+    def alpha_at(self, eps: float, default_scale: float) -> float | None:
+        """The step size at the current (possibly ramped) eps; ``default_scale * eps`` when unset; None at
+        eps 0 (the attacks then choose, and nothing moves)."""
+        if eps <= 0:
+            return None
         if self.alpha is None:
             return default_scale * eps
         return self.alpha * (eps / self.eps) if self.eps > 0 else self.alpha
+
+    @classmethod
+    def from_config(cls, config: Any) -> AttackSettings:
+        """From a training config (any object with eps, alpha, steps, norm and model_mode, resolved)."""
+        return cls(eps=config.eps, alpha=config.alpha, steps=config.steps, norm=config.norm,
+                   model_mode=config.model_mode)  # fmt: skip
 
 
 class Objective:
@@ -47,6 +56,12 @@ class Objective:
         if attack.eps < 0:
             raise ValueError(f"eps must be >= 0, got {attack.eps}")
         self.attack = attack
+
+    @classmethod
+    def from_config(cls, config: Any) -> Objective:
+        """The objective a training config asks for, with its own hyper-parameters read from the config
+        (objectives with some override this)."""
+        return cls(AttackSettings.from_config(config))
 
     def __call__(
         self,

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from advfast.attacks import fgsm
-from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
-
-WONG_ALPHA = 1.25
+from advfast.attacks import FGSM_RS_SCALE, fgsm
+from advfast.train.objectives.base import BatchLoss, Objective
 
 
 class FGSMRS(Objective):
     name = "fgsm-rs"
-
-    def __init__(self, attack: AttackSettings) -> None:
-        super().__init__(attack)
 
     def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
         a = self.attack
@@ -28,7 +23,7 @@ class FGSMRS(Objective):
             x,
             y,
             eps=eps,
-            alpha=a.alpha_at(eps, WONG_ALPHA) if eps > 0 else None,
+            alpha=a.alpha_at(eps, FGSM_RS_SCALE),
             random_start=True,
             norm=a.norm,
             bounds=a.bounds,

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from advfast import ops
+from advfast.checks import check_count
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
 
@@ -22,11 +23,13 @@ class Free(Objective):
 
     def __init__(self, attack: AttackSettings, replays: int = 8) -> None:
         super().__init__(attack)
-        if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
-            raise ValueError(f"replays must be an integer >= 1, got {replays!r}")
-        self.replays = replays
+        self.replays = check_count("replays", replays)
         self._delta: Tensor | None = None
         self._pending: tuple[Tensor, Tensor, float] | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> Free:
+        return cls(AttackSettings.from_config(config), replays=config.replays)
 
     def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
         lo, hi = self.attack.bounds

@@ -3,10 +3,12 @@ x' from FGSM or PGD."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from advfast.attacks import fgsm, pgd
+from advfast.attacks import fgsm, pgd, pgd_alpha_scale
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
 
@@ -22,14 +24,18 @@ class Mixed(Objective):
         self.lam = lam
         self.inner = inner
 
+    @classmethod
+    def from_config(cls, config: Any) -> Mixed:
+        return cls(AttackSettings.from_config(config), lam=config.lam, inner=config.inner)
+
     def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
         a = self.attack
         common = dict(norm=a.norm, bounds=a.bounds, generator=generator, model_mode=a.model_mode)
         if self.inner == "fgsm":
-            x_adv = fgsm(attacker, x, y, eps=eps, alpha=a.alpha_at(eps, 1.0) if eps > 0 else None, **common)
+            x_adv = fgsm(attacker, x, y, eps=eps, alpha=a.alpha_at(eps, 1.0), **common)
         else:
-            alpha = a.alpha_at(eps, 2.5 / a.steps) if eps > 0 else None
-            x_adv = pgd(attacker, x, y, eps=eps, alpha=alpha, steps=a.steps, **common)
+            x_adv = pgd(attacker, x, y, eps=eps, alpha=a.alpha_at(eps, pgd_alpha_scale(a.steps)), steps=a.steps,
+                        **common)  # fmt: skip
         # One forward over both halves, so BatchNorm sees the clean and adversarial inputs together.
         logits = model(torch.cat([x, x_adv]))
         clean, adversarial = logits[: len(x)], logits[len(x) :]

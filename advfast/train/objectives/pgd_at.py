@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from advfast.attacks import pgd
-from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
+from advfast.attacks import pgd, pgd_alpha_scale
+from advfast.train.objectives.base import BatchLoss, Objective
 
 
 class PGDAT(Objective):
     name = "pgd"
-
-    def __init__(self, attack: AttackSettings) -> None:
-        super().__init__(attack)
 
     def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
         a = self.attack
@@ -22,7 +19,7 @@ class PGDAT(Objective):
             x,
             y,
             eps=eps,
-            alpha=a.alpha_at(eps, 2.5 / a.steps) if eps > 0 else None,
+            alpha=a.alpha_at(eps, pgd_alpha_scale(a.steps)),
             steps=a.steps,
             norm=a.norm,
             bounds=a.bounds,

@@ -4,12 +4,13 @@ starts at x + 0.001 N(0, I); at x itself the KL gradient is zero)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advfast.attacks import pgd
-from advfast.attacks.model_state import preserved_model_state
+from advfast.attacks import pgd, pgd_alpha_scale, preserved_model_state
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
 
@@ -22,6 +23,10 @@ class TRADES(Objective):
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta = beta
 
+    @classmethod
+    def from_config(cls, config: Any) -> TRADES:
+        return cls(AttackSettings.from_config(config), beta=config.beta)
+
     def compute(self, model, attacker, x, y, eps, generator) -> BatchLoss:
         a = self.attack
         # The KL target comes from the same mode the attack runs in (eval by default, as in the paper).
@@ -32,7 +37,7 @@ class TRADES(Objective):
             log_probs = F.log_softmax(logits.float(), dim=1)
             return F.kl_div(log_probs, clean_log_probs, reduction="none", log_target=True).sum(dim=1)
 
-        alpha = a.alpha_at(eps, 2.5 / a.steps) if eps > 0 else None
+        alpha = a.alpha_at(eps, pgd_alpha_scale(a.steps))
         x_adv = pgd(
             attacker,
             x,

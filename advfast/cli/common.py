@@ -1,0 +1,161 @@
+"""What every subcommand shares: flags generated from a config's field metadata (the one source of their help),
+typed argument parsers with clear messages, and the run-folder conventions."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import types
+import typing
+from dataclasses import Field, fields
+from pathlib import Path
+from typing import Any
+
+from advfast.runtime.config import AUTO, RunConfig
+
+GROUP_TITLES = {
+    "data": "data and model",
+    "method": "method and threat model",
+    "training": "optimisation",
+    "augmentation": "generated data",
+    "evaluation": "validation and report",
+    "run": "run folder, seeding, checkpoints",
+}
+
+
+class CommandError(ValueError):
+    """A command line that cannot be carried out; printed as ``advfast CMD: error: ...``."""
+
+
+# ---- typed values -----------------------------------------------------------------------------------------
+
+
+def integer(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def real(*, minimum: float = -math.inf, positive: bool = False) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        if (positive and value <= 0) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {'> 0' if positive else f'>= {minimum:g}'}, got {value:g}")
+        return value
+
+    return parse
+
+
+def maybe_auto(parse: Any) -> Any:
+    """A parser that also takes ``auto`` (None: the config decides)."""
+
+    def parse_or_auto(text: str) -> Any:
+        return None if text == AUTO else parse(text)
+
+    return parse_or_auto
+
+
+def plain_text(text: str) -> str:
+    return text
+
+
+# ---- flags from a config's fields ---------------------------------------------------------------------------
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """The field's value type, and whether the field is a list (``list[float] | None`` -> (float, True))."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def _default_text(f: Field, value: Any) -> str:
+    auto = f.metadata.get("auto")
+    if value is None:
+        return f"default: {AUTO}, {auto}" if auto else ""
+    if isinstance(value, bool):
+        return f"default: {'yes' if value else 'no'}"
+    if isinstance(value, list):
+        return f"default: {' '.join(str(v) for v in value)}"
+    return f"default: {value:g}" if isinstance(value, float) else f"default: {value}"
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_class: type[RunConfig], *, skip: frozenset[str] = frozenset()
+) -> None:
+    """One flag per command-line field of ``config_class`` (``--eps-warmup`` for ``eps_warmup``), typed from its
+    annotation, in argument groups, each with its help and default from the field's metadata. Every flag's
+    argparse default is None, so a command knows which fields the user set."""
+    hints = typing.get_type_hints(config_class)
+    defaults = config_class.defaults()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name in GROUP_TITLES:
+        groups[name] = parser.add_argument_group(GROUP_TITLES[name])
+    for f in fields(config_class):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind, is_list = _base_type(hints[f.name])
+        default = defaults[f.name]
+        choices = f.metadata.get("choices")
+        help_text = f.metadata.get("help", "")
+        detail = _default_text(f, default)
+        full_help = f"{help_text} ({detail})" if detail else help_text
+        group = groups.get(f.metadata.get("group", "run"), groups["run"])
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=full_help)
+            continue
+        parse = {int: integer(0), float: real()}.get(kind, plain_text)
+        if default is None:
+            parse = maybe_auto(parse)
+        group.add_argument(
+            flag, type=parse, default=None, choices=choices, nargs="+" if is_list else None,
+            metavar=None if choices else f.name.upper(), help=full_help,
+        )  # fmt: skip
+
+
+def chosen_fields(args: argparse.Namespace, config_class: type[RunConfig]) -> dict[str, Any]:
+    """The config fields the user set on the command line (``auto`` reads as not set: the config decides)."""
+    return {f.name: getattr(args, f.name) for f in fields(config_class) if getattr(args, f.name, None) is not None}
+
+
+# ---- run folders ---------------------------------------------------------------------------------------------
+
+
+def add_resume_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--resume", nargs="?", const="", default=None, metavar="RUN",
+        help=f"continue the {what} run in folder RUN (written there, nowhere else); without RUN: the --out folder",
+    )  # fmt: skip
+
+
+def resume_folder(args: argparse.Namespace) -> Path | None:
+    """The folder ``--resume`` names (``--resume`` alone: ``--out``), or None for a fresh run."""
+    if args.resume is None:
+        return None
+    if args.resume == "":
+        if args.out is None:
+            raise CommandError("--resume without a folder continues the --out folder: give --out RUN too")
+        return Path(args.out)
+    folder = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != (folder if folder.is_dir() else folder.parent).resolve():
+        raise CommandError(
+            f"--resume {args.resume} continues that run in its own folder; --out {args.out} names another. To "
+            f"continue into a new folder, copy the run first (cp -r {args.resume} {args.out}) and resume the copy"
+        )
+    return folder

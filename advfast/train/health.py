@@ -1,0 +1,54 @@
+"""Symptoms of a training run that learned nothing, or lost what it learned, read off its per-epoch metrics.
+
+A run can end "successfully" at chance accuracy (adversarial training at the full radius from the first step
+often collapses to a constant predictor); these checks make sure it does not end silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+CHANCE_LOSS_FRACTION = 0.9  # a training loss above 90% of ln(C): still about as uncertain as a uniform guess
+CHANCE_ACCURACY_MARGIN = 0.1  # validation accuracy within 10 points of 1/C: near chance
+COLLAPSE_DROP = 0.2  # validation accuracy 20 points below its best: collapsed
+
+ADVICE = "ramp eps up over more of training (--eps-warmup), lower --lr, or train for more epochs"
+
+
+def diagnose(metrics: Sequence[dict[str, Any]], num_classes: int) -> list[str]:
+    """Warnings (empty when healthy) about the run whose epoch records are ``metrics``:
+
+    - the final training loss is at chance: ``loss >= 0.9 ln C`` (a uniform prediction scores ``ln C``);
+    - the final clean validation accuracy is near chance: ``acc <= 1/C + 0.1``;
+    - the clean validation accuracy collapsed: the final one is 0.2 or more below the best epoch's.
+    """
+    if not metrics or num_classes < 2:
+        return []
+    found = []
+    last = metrics[-1]
+    chance_loss = math.log(num_classes)
+    loss = last.get("train_loss")
+    if isinstance(loss, int | float) and loss >= CHANCE_LOSS_FRACTION * chance_loss:
+        found.append(
+            f"the training loss ended at {loss:.3f}, about that of a uniform guess (ln {num_classes} = "
+            f"{chance_loss:.3f}): the model barely learned; {ADVICE}"
+        )
+    accuracies = [m.get("val_clean_acc") for m in metrics]
+    accuracies = [a for a in accuracies if isinstance(a, int | float)]
+    if accuracies:
+        final, best = accuracies[-1], max(accuracies)
+        chance = 1.0 / num_classes
+        if final <= chance + CHANCE_ACCURACY_MARGIN:
+            found.append(
+                f"validation accuracy ended at {final:.1%}, near chance ({chance:.1%} for {num_classes} classes); "
+                f"{ADVICE}"
+            )
+        elif final <= best - COLLAPSE_DROP:
+            epoch = 1 + accuracies.index(best)
+            found.append(
+                f"validation accuracy collapsed from {best:.1%} (epoch {epoch}) to {final:.1%}; {ADVICE}, or "
+                "keep the best epoch's weights with --overfit-guard"
+            )
+    return found
