@@ -78,4 +78,6 @@ def test_isolated_build_fails_fast_with_instructions(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode != 0
-    assert "pip install --no-build-isolation" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "pip install torch scikit-build-core cmake ninja pybind11" in output, "the build tools, named"
+    assert "pip install --no-build-isolation ." in output

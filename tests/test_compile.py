@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from advfast import ops
@@ -17,6 +18,7 @@ def perturbation_loop(x_adv: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return x_adv
 
 
+@pytest.mark.slow
 def test_compiled_loop_matches_eager() -> None:
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(0)

@@ -44,17 +44,27 @@ def generator_config(tmp_path: Path, **changes) -> GeneratorConfig:
     return GeneratorConfig(**{**base, **changes})
 
 
-@pytest.fixture(scope="module")
-def trained(digits, digits_model, tmp_path_factory):
-    """A cGAN and a VAE trained briefly on digits, and the session's classifier of the real digits as the judge
-    of the quality measures."""
-    folder = tmp_path_factory.mktemp("generators")
+def train_generators(digits, folder: Path, epochs: int) -> dict[str, GeneratorTrainer]:
     runs = {}
-    for kind, epochs in (("cgan", 12), ("vae", 12)):
+    for kind in ("cgan", "vae"):
         trainer = GeneratorTrainer(generator_config(folder / kind, model=kind, epochs=epochs), data=digits)
         trainer.fit()
         runs[kind] = trainer
-    return runs, digits_model[0]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def quick(digits, tmp_path_factory):
+    """A cGAN and a VAE after one epoch: saved, loadable generators of digits for the tests that need one of
+    the right shape and class count, not a good one."""
+    return train_generators(digits, tmp_path_factory.mktemp("quick"), epochs=1)
+
+
+@pytest.fixture(scope="module")
+def trained(digits, digits_model, tmp_path_factory):
+    """A cGAN and a VAE trained for 12 epochs on digits, and the session's classifier of the real digits as the
+    judge of the quality measures."""
+    return train_generators(digits, tmp_path_factory.mktemp("trained"), epochs=12), digits_model[0]
 
 
 # ---- losses -------------------------------------------------------------------------------------------------
@@ -109,6 +119,7 @@ def test_networks_fit_any_input_shape(shape) -> None:
 # ---- training and quality -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cgan", "vae"])
 def test_training_lowers_the_frechet_distance(digits, trained, kind) -> None:
     runs, classifier = trained
@@ -133,8 +144,8 @@ def test_frechet_distance_of_gaussians() -> None:
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_sampler_returns_the_requested_labels_and_count(trained) -> None:
-    sampler = trained[0]["cgan"].sampler
+def test_sampler_returns_the_requested_labels_and_count(quick) -> None:
+    sampler = quick["cgan"].sampler
     x, y = sampler.sample(25)
     assert x.shape == (25, 1, 8, 8) and y.tolist() == [i % 10 for i in range(25)]
     labels = torch.tensor([3, 3, 7, 0])
@@ -149,8 +160,8 @@ def test_sampler_returns_the_requested_labels_and_count(trained) -> None:
         sampler.sample(-1)
 
 
-def test_saved_generator_loads_and_samples_the_same(trained, tmp_path) -> None:
-    for kind, trainer in trained[0].items():
+def test_saved_generator_loads_and_samples_the_same(quick, tmp_path) -> None:
+    for kind, trainer in quick.items():
         loaded = load(Path(trainer.out) / "generator.pt")
         assert loaded.kind == kind and loaded.input_shape == (1, 8, 8) and loaded.num_classes == 10
         first = trainer.sampler.sample(12, generator=torch.Generator().manual_seed(4))[0]
@@ -161,6 +172,7 @@ def test_saved_generator_loads_and_samples_the_same(trained, tmp_path) -> None:
     assert path.stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cgan", "vae"])
 def test_resumed_generator_run_equals_uninterrupted(digits, tmp_path, kind) -> None:
     full = GeneratorTrainer(generator_config(tmp_path / "full", model=kind), data=digits)
@@ -180,8 +192,8 @@ def test_resumed_generator_run_equals_uninterrupted(digits, tmp_path, kind) -> N
 # ---- augmentation ---------------------------------------------------------------------------------------
 
 
-def test_adversarial_augmentation_stays_within_eps_of_the_generated_sample(trained) -> None:
-    sampler = trained[0]["cgan"].sampler
+def test_adversarial_augmentation_stays_within_eps_of_the_generated_sample(quick) -> None:
+    sampler = quick["cgan"].sampler
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     augmenter = BatchAugmenter(sampler, 0.5, adversarial=True, eps=0.1, steps=5)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
@@ -197,8 +209,8 @@ def test_adversarial_augmentation_stays_within_eps_of_the_generated_sample(train
     assert 0 < moved <= 0.1 + 1e-6, moved
 
 
-def test_synthetic_mix_dataset(trained, digits) -> None:
-    sampler = trained[0]["vae"].sampler
+def test_synthetic_mix_dataset(quick, digits) -> None:
+    sampler = quick["vae"].sampler
     mix = SyntheticMix(digits.train, sampler, 0.25, seed=1)
     assert len(mix) == len(digits.train) + synthetic_count(len(digits.train), 0.25)
     assert synthetic_count(len(digits.train), 0.25) == round(len(digits.train) / 3)
@@ -213,8 +225,8 @@ def test_synthetic_mix_dataset(trained, digits) -> None:
     assert xb.shape == (64, 1, 8, 8) and yb.shape == (64,)
 
 
-def test_training_with_augmentation(trained, digits, tmp_path) -> None:
-    path = Path(trained[0]["cgan"].out) / "generator.pt"
+def test_training_with_augmentation(quick, digits, tmp_path) -> None:
+    path = Path(quick["cgan"].out) / "generator.pt"
     config = TrainConfig(
         data="digits", method="pgd", eps=0.1, steps=3, epochs=1, batch_size=64, val_size=100, val_steps=3,
         augment=str(path), synthetic_ratio=0.5, synthetic_adversarial=True, out=str(tmp_path / "aug"),
@@ -228,9 +240,9 @@ def test_training_with_augmentation(trained, digits, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
-def test_bad_ratio_is_refused(trained, digits, ratio) -> None:
+def test_bad_ratio_is_refused(quick, digits, ratio) -> None:
     with pytest.raises(ValueError, match="ratio must be in"):
-        SyntheticMix(digits.train, trained[0]["cgan"].sampler, ratio)
+        SyntheticMix(digits.train, quick["cgan"].sampler, ratio)
     with pytest.raises(ValueError, match="synthetic_ratio must be in"):
         TrainConfig(data="digits", augment="x.pt", synthetic_ratio=ratio)
 

@@ -63,6 +63,7 @@ def standard_robustness(digits, tmp_path_factory) -> float:
     return robust_accuracy(trainer.model, digits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
     [
@@ -110,12 +111,14 @@ def test_objective_in_a_plain_loop(digits) -> None:
 # ---- reproducibility, checkpoints and resume ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(digits, tmp_path) -> None:
     a = Trainer(config(tmp_path / "a", epochs=2), data=digits).fit()
     b = Trainer(config(tmp_path / "b", epochs=2), data=digits).fit()
     assert without_timing(a) == without_timing(b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pgd", "free"])
 def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, method) -> None:
     changes = {"method": method, "epochs": 3, "replays": 2, "checkpoint_every": 4}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from advfast.data.splits import DataSplits, TensorImages, carve
+from advfast.data.splits import DataSplits, TensorImages, carve, check_labels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -16,7 +19,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def _as_images(x: np.ndarray | torch.Tensor, source: str) -> torch.Tensor:
     """[N, H, W], [N, C, H, W] or [N, H, W, C] (C in 1, 3, 4) to float32 [N, C, H, W] in [0, 1]: integer
     images are divided by 255; float images must already lie in [0, 1]."""
-    x = torch.as_tensor(np.asarray(x))
+    try:
+        x = torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: images must be a numeric array, got {np.asarray(x).dtype}") from None
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() != 4:
@@ -31,14 +37,18 @@ def _as_images(x: np.ndarray | torch.Tensor, source: str) -> torch.Tensor:
     return x
 
 
-def _labels(y: np.ndarray | torch.Tensor, n: int, source: str) -> tuple[torch.Tensor, list[str]]:
+def _labels(y: np.ndarray | torch.Tensor, n: int, source: str) -> torch.Tensor:
     y = torch.as_tensor(np.asarray(y))
-    if y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
+    if y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
         raise ValueError(f"{source}: y must hold {n} integer labels, got dtype {y.dtype} shape {tuple(y.shape)}")
-    if n and y.min() < 0:
-        raise ValueError(f"{source}: labels must be >= 0")
-    classes = [str(c) for c in range(int(y.max()) + 1 if n else 0)]
-    return y.long(), classes
+    return y.long()
+
+
+def _class_names(y: torch.Tensor, names: list[str] | None, source: str) -> list[str]:
+    """The given class names, or "0".."C-1" for labels up to C-1; the labels are checked against them."""
+    classes = names if names is not None else [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
+    check_labels(y, classes, source)
+    return classes
 
 
 def _split(
@@ -62,29 +72,42 @@ def _split(
 
 
 def npz_splits(path: Path, *, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
-    """A ``.npz`` with ``x`` (images) and ``y`` (integer labels), optionally ``x_test``/``y_test`` (then
-    used as the test split) and ``classes`` (names)."""
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"x", "y"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path}: a .npz data set needs arrays x and y; missing {sorted(missing)}")
-        x = _as_images(archive["x"], str(path))
-        y, classes = _labels(archive["y"], x.shape[0], str(path))
-        test = None
-        if "x_test" in archive.files:
-            x_test = _as_images(archive["x_test"], f"{path}:x_test")
-            y_test, _ = _labels(archive["y_test"], x_test.shape[0], f"{path}:y_test")
-            test = TensorImages(x_test, y_test)
-        if "classes" in archive.files:
-            classes = [str(c) for c in archive["classes"]]
+    """A ``.npz`` with ``x`` (images) and ``y`` (integer labels 0..C-1), optionally ``x_test`` and ``y_test``
+    (then used as the test split) and ``classes`` (names, one per label)."""
+    try:
+        # Our own handle: numpy leaves its file open when the archive turns out to be unreadable.
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file (truncated or corrupt?): {exc}") from None
+    missing = {"x", "y"} - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: a .npz data set needs arrays x and y; missing {sorted(missing)}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise ValueError(
+            f"{path}: x_test and y_test come together; it has only {'x_test' if 'x_test' in arrays else 'y_test'}"
+        )
+    x = _as_images(arrays["x"], str(path))
+    y = _labels(arrays["y"], x.shape[0], str(path))
+    names = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+    classes = _class_names(y, names, str(path))
+    test = None
+    if "x_test" in arrays:
+        x_test = _as_images(arrays["x_test"], f"{path}:x_test")
+        y_test = _labels(arrays["y_test"], x_test.shape[0], f"{path}:y_test")
+        check_labels(y_test, classes, f"{path}:y_test", every_class=False, minimum=0)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{path}: x_test images are {tuple(x_test.shape[1:])}, x images {tuple(x.shape[1:])}")
+        test = TensorImages(x_test, y_test)
     return _split(path.stem, TensorImages(x, y), classes, test_fraction, val_fraction, seed, test)
 
 
 def folder_splits(path: Path, *, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
     """A folder with one sub-folder of images per class (sub-folder names, sorted, are the classes). All
-    images are resized to the size of the first one, in grayscale if every image is, else RGB."""
+    images are resized to the size of the first one, in grayscale if every image is, else RGB. Files are opened
+    one at a time (a folder may hold more images than the process may have open files)."""
     try:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
     except ImportError as exc:
         raise ImportError("reading image folders needs Pillow: pip install pillow") from exc
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
@@ -96,13 +119,22 @@ def folder_splits(path: Path, *, test_fraction: float = 0.2, val_fraction: float
     ]
     if not files:
         raise ValueError(f"{path}: no images found (expected one sub-folder of images per class)")
-    images = [Image.open(f) for f, _ in files]
-    mode = "L" if all(im.mode in ("1", "L", "LA", "I", "I;16") for im in images) else "RGB"
-    size = images[0].size
-    arrays = [np.asarray(im.convert(mode).resize(size, Image.BILINEAR)) for im in images]
+
+    def read(file: Path, convert: Callable[[Any], np.ndarray]) -> np.ndarray:
+        try:
+            with Image.open(file) as image:
+                return convert(image)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise ValueError(f"{file}: not a readable image (truncated or corrupt?): {exc}") from None
+
+    modes = [read(f, lambda im: im.mode) for f, _ in files]
+    mode = "L" if all(m in ("1", "L", "LA", "I", "I;16") for m in modes) else "RGB"
+    size = read(files[0][0], lambda im: im.size)
+    arrays = [read(f, lambda im: np.asarray(im.convert(mode).resize(size, Image.BILINEAR))) for f, _ in files]
     x = _as_images(np.stack(arrays), str(path))
     y = torch.tensor([label for _, label in files], dtype=torch.int64)
     classes = [d.name for d in class_dirs]
+    check_labels(y, classes, str(path))
     return _split(path.name, TensorImages(x, y), classes, test_fraction, val_fraction, seed)
 
 
@@ -114,5 +146,6 @@ def dataset_splits(
         raise ValueError(f"{name}: the data set is empty")
     pairs = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
     x = _as_images(torch.stack([torch.as_tensor(p[0]) for p in pairs]), name)
-    y, classes = _labels(torch.tensor([int(p[1]) for p in pairs]), x.shape[0], name)
+    y = _labels(torch.tensor([int(p[1]) for p in pairs]), x.shape[0], name)
+    classes = _class_names(y, None, name)
     return _split(name, TensorImages(x, y), classes, test_fraction, val_fraction, seed)

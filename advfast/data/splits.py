@@ -51,6 +51,11 @@ class DataSplits:
     classes: list[str]
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_labels(self.train.y, self.classes, f"{self.name} (training split)", every_class=False)
+        for split, part in (("validation", self.val), ("test", self.test)):
+            check_labels(part.y, self.classes, f"{self.name} ({split} split)", every_class=False, minimum=0)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -69,6 +74,35 @@ class DataSplits:
             "test": len(self.test),
             "notes": self.notes,
         }
+
+
+def check_labels(y: Tensor, classes: Sequence[str], source: str, *, every_class: bool = True, minimum: int = 2) -> None:
+    """Labels ``y`` index ``classes`` (0..C-1); the data has at least ``minimum`` distinct classes and, with
+    ``every_class``, every class occurs. A data set that breaks these trains a model whose numbers mean
+    nothing (one class: 100% "robust" accuracy; a label 100 among 0..9: a 101-class model)."""
+    if len(y) == 0:
+        return
+    present = torch.unique(y)
+    low, high = int(present[0]), int(present[-1])
+    if low < 0 or high >= len(classes):
+        raise ValueError(
+            f"{source}: labels must be class indices 0..{len(classes) - 1} for the {len(classes)} classes "
+            f"{_shown(classes)}, found labels {low}..{high}"
+        )
+    if len(present) < minimum:
+        raise ValueError(f"{source}: needs at least {minimum} classes to learn anything, found only {present.tolist()}")
+    if every_class and len(present) < len(classes):
+        missing = sorted(set(range(len(classes))) - set(present.tolist()))
+        raise ValueError(
+            f"{source}: labels must be 0..C-1 with every class present; {len(missing)} of {len(classes)} classes "
+            f"have no sample ({_shown(missing)}); renumber the labels, or give the class names"
+        )
+
+
+def _shown(items: Sequence[object], limit: int = 8) -> str:
+    items = list(items)
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return "[" + ", ".join(str(i) for i in items[:limit]) + more + "]"
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -22,15 +22,15 @@ def save_sample_grid(
     """``per_class`` samples of every class, a row each, labelled with the class name."""
     from matplotlib.figure import Figure
 
-    classes = sampler.num_classes
+    num_classes = sampler.num_classes
     generator = torch.Generator(device=sampler.device).manual_seed(seed)
-    labels = torch.arange(classes).repeat_interleave(per_class)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
     x, _ = sampler.sample(len(labels), labels, generator=generator)
     x = x.cpu().clamp(0, 1)
     channels = x.shape[1]
-    figure = Figure(figsize=(per_class * 0.8 + 1.2, classes * 0.8 + (0.4 if title else 0)), layout="constrained")
-    axes = figure.subplots(classes, per_class, squeeze=False)
-    for c in range(classes):
+    figure = Figure(figsize=(per_class * 0.8 + 1.2, num_classes * 0.8 + (0.4 if title else 0)), layout="constrained")
+    axes = figure.subplots(num_classes, per_class, squeeze=False)
+    for c in range(num_classes):
         for j in range(per_class):
             ax = axes[c][j]
             image = x[c * per_class + j]

@@ -71,9 +71,9 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> GeneratorSampl
     record = load_checkpoint(
         path, map_location=device, role="generator", required=("kind", "input_shape", "num_classes", "network")
     )
-    kind, shape, classes = record["kind"], tuple(record["input_shape"]), record["num_classes"]
+    kind, shape, num_classes = record["kind"], tuple(record["input_shape"]), record["num_classes"]
     check_finite_state(record["network"], path)
-    network = build_network(kind, shape, classes)
+    network = build_network(kind, shape, num_classes)
     try:
         network.load_state_dict(record["network"])
     except RuntimeError as exc:

@@ -93,11 +93,11 @@ class GeneratorTrainer(RunLoop):
             # each step pairs two halves of the batch for the mode-seeking term: one sample leaves an empty pair
             raise ValueError(f"batch_size must be at least 2 for the cgan, got {config.batch_size}")
         torch.manual_seed(config.seed)
-        shape, classes = self.data.input_shape, self.data.num_classes
-        self.network = build_network(config.model, shape, classes).to(self.device)
+        shape, num_classes = self.data.input_shape, self.data.num_classes
+        self.network = build_network(config.model, shape, num_classes).to(self.device)
         lr = config.resolved_lr
         if config.model == "cgan":
-            self.discriminator: nn.Module | None = ProjectionDiscriminator(shape, classes).to(self.device)
+            self.discriminator: nn.Module | None = ProjectionDiscriminator(shape, num_classes).to(self.device)
             self.optimizers = [
                 torch.optim.Adam(self.network.parameters(), lr=lr, betas=(0.5, 0.999)),
                 torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)),
