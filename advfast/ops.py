@@ -182,10 +182,9 @@ def _fake_check_per_sample(op: str, name: str, t: Tensor | None, x_adv: Tensor) 
     """A per-sample tensor or mask: [B] on x_adv's device. (A per-sample tensor on the meta device beside real
     tensors dispatches here, so the device check is what turns that into an error.)"""
     if t is not None:
-        torch._check(t.dim() == 1 and t.shape[0] == x_adv.shape[0], lambda: f"{op}: {name} must have shape [B]")
-        torch._check(
-            t.device == x_adv.device, lambda: f"{op}: {name} per sample must be on {x_adv.device}, got {t.device}"
-        )
+        label = name if name == "mask" else f"{name} per sample"
+        torch._check(t.dim() == 1 and t.shape[0] == x_adv.shape[0], lambda: f"{op}: {label} must have shape [B]")
+        torch._check(t.device == x_adv.device, lambda: f"{op}: {label} must be on {x_adv.device}, got {t.device}")
 
 
 def _fake_step(op: str):

@@ -38,13 +38,14 @@ def _largest(dtype: torch.dtype) -> float:
 
 
 def _check_scalar(name: str, value: float | Tensor, storage: torch.dtype) -> None:
-    """The op's check of a float eps / alpha / eta (per-sample tensors are not checked, as in the op)."""
+    """The op's check of a float eps / alpha / eta (per-sample tensors are not checked, as in the op). Messages
+    format numbers as the op's C++ does (%g)."""
     if isinstance(value, Tensor):
         return
     math = math_dtype(storage)
     if not (0.0 <= value <= _largest(math)):
         raise RuntimeError(
-            f"{name} must be finite and >= 0 in {_DTYPE_NAMES[math]} (the dtype the op computes in), got {value}"
+            f"{name} must be finite and >= 0 in {_DTYPE_NAMES[math]} (the dtype the op computes in), got {value:g}"
         )
 
 
@@ -52,13 +53,13 @@ def _finite_bounds(lo: float, hi: float, storage: torch.dtype) -> tuple[float, f
     """[lo, hi] intersected with the finite range of the storage dtype, checked as the op checks it."""
     lo, hi = float(lo), float(hi)
     if lo != lo or hi != hi:
-        raise RuntimeError(f"bounds must not be NaN, got lo={lo}, hi={hi}")
+        raise RuntimeError(f"bounds must not be NaN, got lo={lo:g}, hi={hi:g}")
     if not lo <= hi:
-        raise RuntimeError(f"bounds need lo <= hi, got lo={lo}, hi={hi}")
+        raise RuntimeError(f"bounds need lo <= hi, got lo={lo:g}, hi={hi:g}")
     limit = _largest(storage)
     finite_lo, finite_hi = max(lo, -limit), min(hi, limit)
     if not finite_lo <= finite_hi:
-        raise RuntimeError(f"bounds [{lo}, {hi}] contain no finite {_DTYPE_NAMES[storage]} value (x_adv's dtype)")
+        raise RuntimeError(f"bounds [{lo:g}, {hi:g}] contain no finite {_DTYPE_NAMES[storage]} value (x_adv's dtype)")
     return finite_lo, finite_hi
 
 
@@ -193,7 +194,7 @@ def apgd_step(
     """
     _check_norm(norm)
     if not 0.0 <= momentum <= 1.0:
-        raise RuntimeError(f"momentum must be in [0, 1], got {momentum}")
+        raise RuntimeError(f"momentum must be in [0, 1], got {momentum:g}")
     lo, hi = _finite_bounds(lo, hi, x_adv.dtype)
     _check_scalar("eps", eps, x_adv.dtype)
     _check_scalar("eta", eta, x_adv.dtype)

@@ -71,7 +71,7 @@ std::pair<double, double> checked_bounds(const char* op, double lo, double hi, a
   const double finite_lo = std::max(lo, -limit);
   const double finite_hi = std::min(hi, limit);
   TORCH_CHECK(
-      finite_lo <= finite_hi, op, ": bounds [", lo, ", ", hi, "] contain no finite ", dtype, " value (x_adv's dtype)");
+      finite_lo <= finite_hi, op, ": bounds [", lo, ", ", hi, "] contain no finite ", dtype_name(dtype), " value (x_adv's dtype)");
   return {finite_lo, finite_hi};
 }
 

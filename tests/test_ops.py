@@ -494,6 +494,274 @@ def test_apgd_step_l2_is_deterministic() -> None:
     assert torch.equal(results[0], results[1])
 
 
+# ---- contract edges found by fault injection ------------------------------------------------------------
+# Each op is called through one signature here, (x_adv, grad, x, eps, alpha, lo, hi) plus the op's own extras,
+# so every edge is checked on every op and against the reference.
+
+OPS = ("linf_step_", "l2_step_", "random_start_linf", "random_start_l2", "apgd_linf", "apgd_l2")
+
+
+def run_op(name: str, x_adv, grad, x, eps, alpha, lo=0.0, hi=1.0, mask=None, reference_too: bool = False):
+    """Runs op `name` in place on x_adv (and on a copy of x_adv as x_prev for APGD); with reference_too, also
+    returns what advfast.reference says (the random starts draw from the same seed)."""
+    x_prev = (x_adv.detach().clone() * 0.5 + x * 0.5).to(x_adv.dtype)
+    expected = None
+    if name in ("linf_step_", "l2_step_"):
+        if reference_too:
+            expected = getattr(reference, name[:-1])(x_adv, grad, x, eps, alpha, lo, hi, mask)
+        getattr(ops, name)(x_adv, grad, x, eps, alpha, lo, hi, mask)
+    elif name.startswith("random_start"):
+        norm = name.rsplit("_", 1)[1]
+        if reference_too:
+            expected = reference.random_start(x_adv, x, eps, norm, lo, hi, torch.Generator().manual_seed(0))
+        ops.random_start_(x_adv, x, eps, norm, lo, hi, torch.Generator().manual_seed(0))
+    else:
+        norm = name.split("_", 1)[1]
+        if reference_too:
+            expected, _ = reference.apgd_step(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
+        ops.apgd_step_(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
+    return expected
+
+
+def same_as_reference(name: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
+    if "linf" in name:
+        exact_or_one_ulp(actual, expected)
+    else:
+        within_norm_rounding(actual, expected)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize(("argument", "value"), [("eps", 1e39), ("alpha", 1e39), ("eps", 3.5e38)])
+def test_float_scalars_are_checked_in_the_math_dtype(name: str, argument: str, value: float) -> None:
+    """1e39 is a finite double but an infinite float32: an error naming the argument and the dtype, for float32
+    and the half types (which compute in float32); float64 computes in float64 and accepts it."""
+    if name.startswith("random_start") and argument == "alpha":
+        pytest.skip("random_start_ has no step size")
+    x = torch.rand(2, 5)
+    scalars = {"eps": 0.1, "alpha": 0.01, argument: value}
+    op_name = {"alpha": "eta"}.get(argument, argument) if name.startswith("apgd") else argument
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        with pytest.raises(RuntimeError, match=rf"{op_name} must be finite and >= 0 in float32"):
+            run_op(name, x.clone().to(dtype), torch.randn(2, 5).to(dtype), x.to(dtype), **scalars)
+    x64 = x.double()
+    x_adv = x64.clone()
+    run_op(name, x_adv, torch.randn(2, 5, dtype=torch.float64), x64, **scalars, lo=-math.inf, hi=math.inf)
+    assert torch.isfinite(x_adv).all()
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unusable_per_sample_values_count_as_zero(isa: str, name: str, dtype: torch.dtype) -> None:
+    """A per-sample eps or step size that is +inf, -inf, NaN, negative or beyond the math dtype's range moves
+    nothing: the same result as 0 there, finite, as in the reference."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 4, generator=gen).to(dtype)
+    start = (x.double() + 0.05 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 1).to(dtype)
+    grad = torch.randn(x.shape, generator=gen).to(dtype)
+    grad[:, 0, 0] = 0.0  # sign(0) = 0: inf * 0 made a NaN
+    bad = torch.tensor([math.inf, -math.inf, math.nan, -1.0, 1e300, 0.2], dtype=torch.float64)
+    zeroed = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.2], dtype=torch.float64)
+    if dtype == torch.float64:
+        bad[4] = zeroed[4] = 0.3  # 1e300 is usable in float64
+    with cpu_isa(isa):
+        for which in ("eps", "alpha"):
+            if which == "alpha" and name.startswith("random_start"):
+                continue
+            values = {"eps": 0.1, "alpha": 0.05}
+            x_bad, x_zero = start.clone(), start.clone()
+            expected = run_op(name, x_bad, grad, x, **{**values, which: bad}, reference_too=True)
+            run_op(name, x_zero, grad, x, **{**values, which: zeroed})
+            assert torch.isfinite(x_bad).all(), f"{which}: non-finite result"
+            assert torch.equal(x_bad, x_zero), f"{which}: {describe_mismatch(x_bad, x_zero)}"
+            same_as_reference(name, x_bad, expected)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_are_finite_for_huge_radii_and_infinite_bounds(name: str, dtype: torch.dtype) -> None:
+    """With bounds (-inf, inf) and eps or a step near the largest finite value of the math dtype, x + eps*n
+    overflows the storage dtype (float16 already at 65504): the result must still be finite (the bounds are
+    intersected with the dtype's finite range), as in the reference."""
+    largest = torch.finfo(reference.math_dtype(dtype)).max
+    x = torch.rand(3, 8).to(dtype) * 2 - 1
+    grad = torch.randn(3, 8).to(dtype)
+    for eps, alpha in [(largest / 2, largest / 2), (largest, 1.0), (1e30, 1e30)]:
+        x_adv = (x.double() + 0.1).to(dtype)
+        expected = run_op(name, x_adv, grad, x, eps, alpha, -math.inf, math.inf, reference_too=True)
+        assert torch.isfinite(x_adv).all(), f"eps={eps:g}: {x_adv}"
+        assert torch.isfinite(expected).all()
+        if not name.startswith("random_start") and "l2" not in name:
+            exact_or_one_ulp(x_adv, expected)
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 3, 5), (1, 3, 300, 300)])  # many samples; one sample, passes split
+def test_l2_norms_do_not_overflow(isa: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    """||g||^2 overflows float32 once an entry passes 1.8e19 (float64: 1.3e154), and then the step vanished
+    (eps / inf = 0): with huge gradient entries or a huge alpha the L2 ops still step, as the reference does."""
+    big = 1e20 if dtype != torch.float64 else 1e200
+    if dtype == torch.float16:
+        big = 6e4  # float16 storage cannot hold more; its squares overflow float16, not the float32 math
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(shape, dtype=dtype)  # near 0, 16-bit storage resolves a 1e-4 move per element
+    grad = (torch.randn(shape, generator=gen) * big).to(dtype)
+    grad.view(grad.shape[0], -1)[:, 0] = big
+    for alpha, eps in [(0.05, 1.0), (1e30 if dtype != torch.float64 else 1e300, 1.0)]:
+        for name in ("l2_step_", "apgd_l2"):
+            x_adv = x.clone()
+            with cpu_isa(isa):
+                expected = run_op(name, x_adv, grad, x, eps, alpha, -10.0, 10.0, reference_too=True)
+            moved = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
+            assert (moved > 0.5 * min(alpha, eps)).all(), f"{name} alpha={alpha:g}: moved only {moved.tolist()}"
+            assert_in_ball(x_adv, x, eps, "l2", -10.0, 10.0)
+            same_as_reference(name, x_adv, expected)
+
+
+def test_reference_norm_is_overflow_safe() -> None:
+    """The oracle itself: per-sample norms of huge float32 and float64 entries, and of an empty sample."""
+    t32 = torch.full((2, 4), 1e20)
+    torch.testing.assert_close(reference._sample_norm(t32).flatten(), torch.full((2,), 2e20))
+    t64 = torch.full((2, 4), 1e200, dtype=torch.float64)
+    torch.testing.assert_close(reference._sample_norm(t64).flatten(), torch.full((2,), 2e200, dtype=torch.float64))
+    assert reference._sample_norm(torch.empty(3, 0)).flatten().tolist() == [0.0, 0.0, 0.0]
+
+
+# Every tensor of an op must be on x_adv's device: a per-sample tensor or mask on the meta device beside CPU
+# tensors made the dispatcher pick the fake kernel, which then changed nothing without an error.
+META_ARGUMENTS = [
+    ("linf_step_", "eps"),
+    ("linf_step_", "alpha"),
+    ("linf_step_", "mask"),
+    ("l2_step_", "eps"),
+    ("l2_step_", "mask"),
+    ("random_start_linf", "eps"),
+    ("apgd_linf", "eps"),
+    ("apgd_l2", "alpha"),
+    ("apgd_l2", "mask"),
+]
+
+
+@pytest.mark.parametrize(("name", "argument"), META_ARGUMENTS)
+def test_a_per_sample_tensor_on_another_device_is_an_error(name: str, argument: str) -> None:
+    x = torch.rand(2, 3)
+    values = {"eps": 0.1, "alpha": 0.01, "mask": None}
+    values[argument] = torch.ones(2, dtype=torch.bool if argument == "mask" else torch.float32, device="meta")
+    shown = "eta" if argument == "alpha" and name.startswith("apgd") else argument
+    with pytest.raises(RuntimeError, match=rf"{shown}( per sample)? must be on (the device of x_adv|cpu)"):
+        run_op(name, x.clone(), torch.randn(2, 3), x, **values)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("argument", ["eps", "alpha", "mask"])
+def test_per_sample_tensors_must_not_alias_x_adv(name: str, argument: str) -> None:
+    """l2_step_ read a per-sample eps that was a view of x_adv after overwriting it: every op rejects a
+    per-sample tensor or mask that shares memory with a tensor it writes."""
+    if name.startswith("random_start") and argument != "eps":
+        pytest.skip("random_start_ has only eps per sample")
+    x = torch.rand(2, 3)
+    x_adv = x.clone() if argument != "mask" else torch.zeros(2, 3, dtype=torch.float32)
+    values = {"eps": 0.1, "alpha": 0.01, "mask": None}
+    values[argument] = x_adv[:, 0] if argument != "mask" else x_adv.view(torch.bool)[:, 0]
+    shown = "eta" if argument == "alpha" and name.startswith("apgd") else argument
+    with pytest.raises(RuntimeError, match=rf"x_adv and {shown} share memory"):
+        run_op(name, x_adv, torch.randn(2, 3), x, **values)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_overlapping_non_dense_views_are_rejected(name: str) -> None:
+    """ATen's overlap check gives up on non-dense tensors ("too hard"); the ops check exactly."""
+    buf = torch.rand(2, 20)
+    x_adv, x = buf[:, 0:16:2], buf[:, 4:20:2]  # every other column, shifted by two: they share 6 columns
+    with pytest.raises(RuntimeError, match="x_adv and x share memory"):
+        run_op(name, x_adv, torch.randn(2, 8), x, 0.1, 0.01)
+    self_overlapping = torch.rand(20).as_strided((2, 8), (2, 1))  # not expanded, yet rows share 6 elements
+    with pytest.raises(RuntimeError, match="x_adv has internal overlap"):
+        run_op(name, self_overlapping, torch.randn(2, 8), torch.rand(2, 8), 0.1, 0.01)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_interleaved_non_dense_views_that_do_not_overlap_are_fine(name: str) -> None:
+    buf = torch.rand(2, 16) * 0.8 + 0.1
+    x_adv, x = buf[:, 0::2], buf[:, 1::2]  # even and odd columns of one buffer: no element in common
+    x_before = x.clone()
+    grad = torch.randn(2, 8)
+    expected = run_op(name, x_adv.clone(), grad, x.clone(), 0.1, 0.01, reference_too=True)
+    run_op(name, x_adv, grad, x, 0.1, 0.01)
+    assert torch.equal(x, x_before), "x must not change"
+    same_as_reference(name, x_adv, expected)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_reference_random_start_of_empty_samples(norm: str) -> None:
+    """[B, 0] samples (and an empty batch): the oracle returns an empty result, as the op does, instead of
+    dividing by zero."""
+    for shape in [(3, 0), (0, 4), (2, 0, 5)]:
+        x = torch.rand(shape)
+        expected = reference.random_start(torch.empty_like(x), x, 0.1, norm)
+        x_adv = torch.empty_like(x)
+        assert ops.random_start_(x_adv, x, 0.1, norm).shape == expected.shape == shape
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reference_random_start_draws_in_the_op_order_for_every_layout(norm: str, layout: str) -> None:
+    """The op draws noise into x_adv itself when it is dense with the batch outermost, else into a contiguous
+    buffer; a dense batch-inner x_adv used to get the reference's noise in another order."""
+    x = in_layout(torch.rand(4, 3, 5, 6, generator=torch.Generator().manual_seed(1)), layout)
+    x_adv = in_layout(torch.zeros(4, 3, 5, 6), layout)
+    expected = reference.random_start(x_adv, x, 0.3, norm, generator=torch.Generator().manual_seed(2))
+    ops.random_start_(x_adv, x, 0.3, norm, generator=torch.Generator().manual_seed(2))
+    (exact_or_one_ulp if norm == "linf" else within_norm_rounding)(x_adv, expected)
+
+
+BAD_SCALARS = [
+    {"eps": 1e39},
+    {"alpha": 1e39},
+    {"eps": -0.1},
+    {"alpha": math.nan},
+    {"eps": math.inf},
+    {"lo": 1.0, "hi": 0.0},
+    {"lo": math.nan},
+    {"lo": 1e39, "hi": math.inf},
+]
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("change", BAD_SCALARS, ids=[str(c) for c in BAD_SCALARS])
+def test_reference_and_op_reject_the_same_scalars(name: str, change: dict) -> None:
+    """The oracle raises what the op raises (reference.linf_step(eps=1e39) used to fail inside torch.clamp,
+    where the op silently read an infinite radius)."""
+    if name.startswith("random_start") and "alpha" in change:
+        pytest.skip("random_start_ has no step size")
+    x = torch.rand(2, 3)
+    values = {"eps": 0.1, "alpha": 0.01, "lo": 0.0, "hi": 1.0, **change}
+    with pytest.raises(RuntimeError) as from_op:
+        run_op(name, x.clone(), torch.randn(2, 3), x, **values)
+    if name.startswith("apgd"):
+        values["eta"] = values.pop("alpha")
+    with pytest.raises(RuntimeError) as from_reference:
+        if name.startswith("apgd"):
+            reference.apgd_step(
+                x,
+                x,
+                torch.randn(2, 3),
+                x,
+                values["eps"],
+                values["eta"],
+                0.75,
+                values["lo"],
+                values["hi"],
+                name.split("_", 1)[1],
+            )
+        elif name.startswith("random_start"):
+            reference.random_start(x, x, values["eps"], name.rsplit("_", 1)[1], values["lo"], values["hi"])
+        else:
+            getattr(reference, name[:-1])(x, x, x, values["eps"], values["alpha"], values["lo"], values["hi"])
+    assert str(from_reference.value) in str(from_op.value), (str(from_reference.value), str(from_op.value))
+
+
 # ---- errors -------------------------------------------------------------------------------------------
 
 
