@@ -12,11 +12,13 @@ from helpers import (
     CPU_ISAS,
     DTYPES,
     LAYOUTS,
+    OPS,
     assert_close_ulps,
     assert_in_ball,
     cpu_isa,
     describe_mismatch,
     in_layout,
+    run_op,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -495,32 +497,8 @@ def test_apgd_step_l2_is_deterministic() -> None:
 
 
 # ---- contract edges found by fault injection ------------------------------------------------------------
-# Each op is called through one signature here, (x_adv, grad, x, eps, alpha, lo, hi) plus the op's own extras,
-# so every edge is checked on every op and against the reference.
-
-OPS = ("linf_step_", "l2_step_", "random_start_linf", "random_start_l2", "apgd_linf", "apgd_l2")
-
-
-def run_op(name: str, x_adv, grad, x, eps, alpha, lo=0.0, hi=1.0, mask=None, reference_too: bool = False):
-    """Runs op `name` in place on x_adv (and on a copy of x_adv as x_prev for APGD); with reference_too, also
-    returns what advfast.reference says (the random starts draw from the same seed)."""
-    x_prev = (x_adv.detach().clone() * 0.5 + x * 0.5).to(x_adv.dtype)
-    expected = None
-    if name in ("linf_step_", "l2_step_"):
-        if reference_too:
-            expected = getattr(reference, name[:-1])(x_adv, grad, x, eps, alpha, lo, hi, mask)
-        getattr(ops, name)(x_adv, grad, x, eps, alpha, lo, hi, mask)
-    elif name.startswith("random_start"):
-        norm = name.rsplit("_", 1)[1]
-        if reference_too:
-            expected = reference.random_start(x_adv, x, eps, norm, lo, hi, torch.Generator().manual_seed(0))
-        ops.random_start_(x_adv, x, eps, norm, lo, hi, torch.Generator().manual_seed(0))
-    else:
-        norm = name.split("_", 1)[1]
-        if reference_too:
-            expected, _ = reference.apgd_step(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
-        ops.apgd_step_(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
-    return expected
+# Each op is called through one signature here (helpers.run_op), so every edge is checked on every op and
+# against the reference.
 
 
 def same_as_reference(name: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
