@@ -566,10 +566,11 @@ void l2_family_launch(const Policy& p, const at::Tensor& x_adv, int64_t batch, i
   const int64_t shared_bytes = tensors_read<Policy>() * n * static_cast<int64_t>(sizeof(scalar_t));
   with_pack_width<scalar_t>({p.a, p.g, p.x, p.p}, n, [&](auto vec) {
     constexpr int VEC = decltype(vec)::value;
-    if (shared_bytes <= on_chip_budget()) {
+    const int64_t budget = on_chip_budget();
+    if (shared_bytes <= budget) {
       auto* kernel = &l2_on_chip_kernel<Policy, VEC>;
       if (shared_bytes > kDefaultDynamicShared) {
-        allow_dynamic_shared(kernel, static_cast<int>(kOnChipMaxBytes));
+        allow_dynamic_shared(kernel, static_cast<int>(budget));
       }
       const int blocks = static_cast<int>(std::min<int64_t>(batch, max_resident_blocks()));
       kernel<<<blocks, kThreads, shared_bytes, stream>>>(p, batch, n);
