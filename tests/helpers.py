@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 import advfast
+from advfast import ops, reference
 from advfast._extension import _C
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -112,3 +113,34 @@ def assert_in_ball(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: str, lo:
     dist = distance(x_adv, x, norm).cpu()
     inside = dist <= eps * (1 + slack) + slack * (math.sqrt(elements) if norm == "l2" else 1.0)
     assert inside.all(), f"outside the {norm} ball: {dist[~inside].tolist()} > {eps[~inside].tolist()}"
+
+
+# Every op under one name each, for tests that check one contract on all of them.
+OPS = ("linf_step_", "l2_step_", "random_start_linf", "random_start_l2", "apgd_linf", "apgd_l2")
+
+
+def run_op(name: str, x_adv, grad, x, eps, alpha, lo=0.0, hi=1.0, mask=None, reference_too: bool = False):
+    """Runs op `name` of OPS in place on x_adv through one signature (alpha is APGD's eta; APGD's x_prev is
+    halfway between x_adv and x); with reference_too, first computes and returns what advfast.reference says
+    (the random starts draw from the same seed)."""
+    x_prev = (x_adv.detach().clone() * 0.5 + x * 0.5).to(x_adv.dtype)
+    expected = None
+    if name in ("linf_step_", "l2_step_"):
+        if reference_too:
+            expected = getattr(reference, name[:-1])(x_adv, grad, x, eps, alpha, lo, hi, mask)
+        getattr(ops, name)(x_adv, grad, x, eps, alpha, lo, hi, mask)
+    elif name.startswith("random_start"):
+        norm = name.rsplit("_", 1)[1]
+
+        def seeded() -> torch.Generator:
+            return torch.Generator(x_adv.device).manual_seed(0)
+
+        if reference_too:
+            expected = reference.random_start(x_adv, x, eps, norm, lo, hi, seeded())
+        ops.random_start_(x_adv, x, eps, norm, lo, hi, seeded())
+    else:
+        norm = name.split("_", 1)[1]
+        if reference_too:
+            expected, _ = reference.apgd_step(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
+        ops.apgd_step_(x_adv, x_prev, grad, x, eps, alpha, 0.75, lo, hi, norm, mask)
+    return expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -331,3 +332,67 @@ def test_pgd_rejects_models_with_the_wrong_output(digits) -> None:
         advfast.pgd(lambda inputs: inputs.flatten(1).sum(1), x[:8], y[:8], eps=0.1)
     with pytest.raises(ValueError, match="loss must return one value per sample"):
         advfast.pgd(digits[0], x[:8], y[:8], eps=0.1, loss=lambda logits, labels: logits.sum())
+
+
+# ---- inputs that used to fail deep inside torch (or return NaN) -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_integer_labels_of_any_dtype_are_taken_as_int64(digits, dtype: torch.dtype) -> None:
+    model, x, y = digits
+    x, y = x[:16], y[:16]
+    expected = advfast.pgd(model, x, y, eps=0.1, steps=3, generator=seeded())
+    assert torch.equal(advfast.pgd(model, x, y.to(dtype), eps=0.1, steps=3, generator=seeded()), expected)
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_x_that_requires_grad_is_treated_as_data(digits, random_start: bool) -> None:
+    model, x, y = digits
+    x = x[:16]
+    expected = advfast.pgd(model, x, y[:16], eps=0.1, steps=3, random_start=random_start, generator=seeded())
+    leaf = x.clone().requires_grad_(True)
+    x_adv = advfast.pgd(model, leaf, y[:16], eps=0.1, steps=3, random_start=random_start, generator=seeded())
+    assert torch.equal(x_adv, expected)
+    assert not x_adv.requires_grad and leaf.grad is None and leaf.requires_grad
+
+
+def test_model_dtype_other_than_x_is_an_error_saying_what_to_do(digits) -> None:
+    model, x, y = digits
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32"):
+        advfast.pgd(model, x[:8].double(), y[:8], eps=0.1)
+    with pytest.raises(TypeError, match=r"model.to\(torch.float16\)"):
+        advfast.fgsm(model, x[:8].half(), y[:8], eps=0.1)
+
+
+def test_numpy_numbers_are_accepted_and_numpy_bools_are_not(digits) -> None:
+    model, x, y = digits
+    x, y = x[:16], y[:16]
+    expected = advfast.pgd(model, x, y, eps=0.1, alpha=0.02, steps=3, restarts=2, generator=seeded())
+    given = advfast.pgd(
+        model,
+        x,
+        y,
+        eps=np.float32(0.1),
+        alpha=np.float64(0.02),
+        steps=np.int64(3),
+        restarts=np.int32(2),
+        generator=seeded(),
+    )
+    torch.testing.assert_close(given, expected)  # np.float32(0.1) is not the double 0.1: equal up to that rounding
+    for bad in ({"steps": np.True_}, {"steps": True}, {"eps": np.True_}):
+        with pytest.raises((ValueError, TypeError), match=r"steps must be an integer|eps must be a float"):
+            advfast.pgd(model, x, y, **{"eps": 0.1, **bad})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_eps_is_checked_in_the_dtype_the_attack_computes_in(digits, dtype: torch.dtype) -> None:
+    """advfast.pgd(eps=1e40) returned all NaN: 1e40 is a finite double but overflows float32."""
+    model, x, y = digits
+    model = digits_cnn().to(dtype).eval() if dtype != torch.float32 else model
+    x, y = x[:8].to(dtype), y[:8]
+    for change in ({"eps": 1e40}, {"eps": torch.full((8,), 1e40, dtype=torch.float64)}, {"alpha": 1e40}):
+        name = next(iter(change))
+        with pytest.raises(ValueError, match=rf"{name} must be finite and [>=]+ 0 (for every sample, )?in float32"):
+            advfast.pgd(model, x, y, **{"eps": 0.1, **change}, bounds=(-1e30, 1e30))
+    with pytest.raises(ValueError, match=r"the default alpha \(2.5 \* eps\) is not finite"):
+        advfast.pgd(model, x, y, eps=3e38, steps=1, bounds=(-1e30, 1e30))

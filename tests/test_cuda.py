@@ -3,16 +3,20 @@ graphs, and pgd on the GPU. Skipped unless this build has CUDA kernels and a GPU
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers import (
     DTYPES,
     LAYOUTS,
+    OPS,
     assert_close_ulps,
     assert_in_ball,
     cuda_available,
     describe_mismatch,
     in_layout,
+    run_op,
 )
 
 import advfast
@@ -25,7 +29,7 @@ pytestmark = [
 
 # (shape, why): [B, C, H, W] sizes that hit each kernel path.
 SHAPES = [
-    ((64, 3, 32, 32), "CIFAR: L2 on chip, 128-bit packs"),
+    ((64, 3, 32, 32), "CIFAR: L2 on chip, 128-bit packs; APGD float32 on chip past 48 KiB (opt-in)"),
     ((5, 1, 28, 28), "MNIST: L2 on chip"),
     ((3, 3, 64, 64), "large samples: L2 chunked, several chunks"),
     ((2, 3, 7, 5), "odd sizes: scalar path"),
@@ -107,6 +111,121 @@ def test_random_start_matches_reference(shape, why, dtype, norm) -> None:
     assert_in_ball(x_adv, x, eps, norm, 0.0, 1.0)
 
 
+def close_after_norms(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """L2 on CUDA: nvcc contracts a*b+c into FMAs and the norms sum in another order: a few float32 ulps."""
+    if actual.dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, atol=1e-12, rtol=1e-12)
+    elif actual.dtype == torch.float32:
+        torch.testing.assert_close(actual, expected, atol=4e-6, rtol=4e-6)
+    else:
+        assert_close_ulps(actual, expected, 1)
+
+
+@pytest.mark.parametrize("momentum", [1.0, 0.75])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "why"), SHAPES, ids=[why for _, why in SHAPES])
+def test_apgd_step_matches_reference(shape, why, dtype, layout, norm, momentum) -> None:
+    x_adv, grad, x = make(shape, dtype, layout)
+    x_prev = make(shape, dtype, layout, seed=1)[0]
+    eps0 = 8 / 255 if norm == "linf" else 0.5
+    for eps, eta, mask in [
+        (eps0, 2 * eps0, None),
+        (per_sample(shape[0]), per_sample(shape[0]), torch.arange(shape[0], device="cuda") % 3 != 0),
+    ]:
+        a, p = x_adv.clone(), x_prev.clone()
+        expected_adv, expected_prev = reference.apgd_step(a, p, grad, x, eps, eta, momentum, norm=norm, mask=mask)
+        ops.apgd_step_(a, p, grad, x, eps, eta, momentum, norm=norm, mask=mask)
+        if norm == "l2":
+            close_after_norms(a, expected_adv)
+        elif dtype in (torch.float32, torch.float64):
+            assert torch.equal(a, expected_adv), describe_mismatch(a, expected_adv)
+        else:
+            assert_close_ulps(a, expected_adv, 1)
+        assert torch.equal(p, expected_prev), "x_prev must become the old x_adv (masked samples: stay)"
+        if mask is None:
+            assert_in_ball(a, x, eps, norm, 0.0, 1.0)
+
+
+def close_to_reference(name: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The L-inf steps bit for bit in float32/64 (their products are exact or unfused); the random start's
+    eps * n may fuse into an FMA; L2 within the norms' rounding; 16-bit results within one ulp."""
+    exact_linf = "linf" in name and not name.startswith("random_start")
+    if exact_linf and actual.dtype in (torch.float32, torch.float64):
+        assert torch.equal(actual, expected), describe_mismatch(actual, expected)
+    else:
+        close_after_norms(actual, expected)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 3, 4), (6, 3, 128, 128)], ids=["on chip", "chunked"])
+def test_unusable_per_sample_values_count_as_zero(name, dtype, shape) -> None:
+    """+-inf, NaN, negative or out-of-range per-sample entries move nothing on CUDA too (no NaN from
+    inf * sign(0)), as in the reference."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(shape, generator=gen).to(dtype).cuda()
+    start = (x.double() + 0.05 * torch.randn(shape, generator=gen, dtype=torch.float64).cuda()).clamp(0, 1).to(dtype)
+    grad = torch.randn(shape, generator=gen).to(dtype).cuda()
+    grad.view(shape[0], -1)[:, 0] = 0.0
+    bad = torch.tensor([math.inf, -math.inf, math.nan, -1.0, 1e300, 0.2], dtype=torch.float64, device="cuda")
+    zeroed = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.2], dtype=torch.float64, device="cuda")
+    if dtype == torch.float64:
+        bad[4] = zeroed[4] = 0.3
+    for which in ("eps", "alpha"):
+        if which == "alpha" and name.startswith("random_start"):
+            continue
+        values = {"eps": 0.1, "alpha": 0.05}
+        x_bad, x_zero = start.clone(), start.clone()
+        expected = run_op(name, x_bad, grad, x, **{**values, which: bad}, reference_too=True)
+        run_op(name, x_zero, grad, x, **{**values, which: zeroed})
+        assert torch.isfinite(x_bad).all(), which
+        assert torch.equal(x_bad, x_zero), f"{which}: {describe_mismatch(x_bad, x_zero)}"
+        close_to_reference(name, x_bad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 3, 32, 32), (2, 3, 128, 128)], ids=["on chip", "chunked"])
+def test_l2_norms_do_not_overflow(dtype, shape) -> None:
+    """Huge gradient entries and a huge alpha still step (the per-sample norms cannot overflow)."""
+    big = 1e200 if dtype == torch.float64 else 1e20
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(shape, dtype=dtype, device="cuda")
+    grad = (torch.randn(shape, generator=gen) * big).to(dtype).cuda()
+    grad.view(shape[0], -1)[:, 0] = big
+    for alpha in (0.05, 1e300 if dtype == torch.float64 else 1e30):
+        for name in ("l2_step_", "apgd_l2"):
+            x_adv = x.clone()
+            expected = run_op(name, x_adv, grad, x, 1.0, alpha, -10.0, 10.0, reference_too=True)
+            moved = (x_adv.double() - x.double()).flatten(1).norm(dim=1)
+            assert (moved > 0.5 * min(alpha, 1.0)).all(), f"{name} alpha={alpha:g}: moved only {moved.tolist()}"
+            close_after_norms(x_adv, expected)
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_are_finite_for_huge_radii_and_infinite_bounds(name, dtype) -> None:
+    largest = torch.finfo(reference.math_dtype(dtype)).max
+    x = (torch.rand(3, 8, device="cuda") * 2 - 1).to(dtype)
+    grad = torch.randn(3, 8, device="cuda").to(dtype)
+    for eps, alpha in [(largest / 2, largest / 2), (largest, 1.0), (1e30, 1e30)]:
+        x_adv = (x.double() + 0.1).to(dtype)
+        run_op(name, x_adv, grad, x, eps, alpha, -math.inf, math.inf)
+        assert torch.isfinite(x_adv).all(), f"eps={eps:g}"
+
+
+def test_apgd_l2_is_deterministic_on_the_chunked_path() -> None:
+    x_adv, grad, x = make((4, 3, 128, 128), torch.float32, "contiguous")
+    x_prev = make((4, 3, 128, 128), torch.float32, "contiguous", seed=1)[0]
+    results = []
+    for _ in range(3):
+        a = x_adv.clone()
+        ops.apgd_step_(a, x_prev.clone(), grad, x, 2.0, 0.5, norm="l2")
+        results.append(a)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[1], results[2])
+
+
 def test_l2_step_is_deterministic_on_the_chunked_path() -> None:
     x_adv, grad, x = make((4, 3, 128, 128), torch.float32, "contiguous")
     results = []
@@ -126,15 +245,26 @@ def test_ops_run_under_cuda_graph_capture() -> None:
     with torch.cuda.stream(stream):  # warm up off the default stream, as graph capture requires
         ops.linf_step_(static.clone(), grad, x, eps, 0.01)
     torch.cuda.current_stream().wait_stream(stream)
+    prev = x.clone()
+    with torch.cuda.stream(stream):
+        for norm in ("linf", "l2"):  # APGD's on-chip L2 kernel opts in to more shared memory on its first call
+            ops.apgd_step_(static.clone(), prev.clone(), grad, x, eps, 0.01, norm=norm)
+    torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         ops.linf_step_(static, grad, x, eps, 0.01)
         ops.l2_step_(static, grad, x, eps, 0.05)
+        ops.apgd_step_(static, prev, grad, x, eps, 0.02, norm="linf")
+        ops.apgd_step_(static, prev, grad, x, eps, 0.02, norm="l2")
     expected = reference.l2_step(reference.linf_step(x_adv, grad, x, eps, 0.01), grad, x, eps, 0.05)
+    expected, expected_prev = reference.apgd_step(expected, x, grad, x, eps, 0.02, norm="linf")
+    expected, expected_prev = reference.apgd_step(expected, expected_prev, grad, x, eps, 0.02, norm="l2")
     static.copy_(x_adv)
+    prev.copy_(x)
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(static, expected, atol=4e-6, rtol=4e-6)
+    torch.testing.assert_close(prev, expected_prev, atol=4e-6, rtol=4e-6)
 
 
 def test_pgd_on_gpu_drops_accuracy_and_keeps_the_model() -> None:

@@ -13,10 +13,12 @@ from advfast.attacks.model_state import ModelMode, preserved_model_state
 from advfast.attacks.step_size import pgd_alpha_scale
 from advfast.attacks.validation import (
     PerSample,
+    as_class_indices,
     check_count,
     check_generator,
     check_inputs,
     check_logits,
+    check_model_dtype,
     check_norm,
     check_per_sample,
 )
@@ -56,11 +58,13 @@ def pgd(
     Args:
         model: maps ``x`` [B, ...] to logits [B, C]; an ``nn.Module`` is left exactly as it was (train/eval
             flags, buffers, parameters' ``.grad``).
-        x: clean inputs [B, ...] inside ``bounds``; never modified.
-        y: int labels [B] (the target labels when ``targeted``).
-        eps: radius, a float or a [B] tensor. alpha: step size, default ``2.5 * eps / steps`` (Madry et al.:
-            enough to cross the ball and back within the steps).
-        steps: ascent steps per restart. norm: ``"linf"`` or ``"l2"``.
+        x: clean inputs [B, ...] inside ``bounds``; never modified (if it requires grad, the attack works on
+            ``x.detach()``: no gradient flows back into x). Its dtype must be the model's parameter dtype.
+        y: integer labels [B] of any integer dtype (taken as int64; the target labels when ``targeted``).
+        eps: radius, a real number or a [B] tensor, finite in the dtype the attack computes in (float32 for
+            float32 and half x, float64 for float64). alpha: step size, default ``2.5 * eps / steps`` (Madry
+            et al.: enough to cross the ball and back within the steps).
+        steps: ascent steps per restart (a Python or numpy integer). norm: ``"linf"`` or ``"l2"``.
         random_start: start uniformly in the ball (else at x).
         loss: ``"ce"``, ``"cw"`` (margin) or a callable ``(logits, y) -> [B]`` to ascend.
         targeted: descend the loss of ``y`` instead of ascending it.
@@ -119,6 +123,9 @@ def attack(
     """The projected-gradient loop behind :func:`pgd` and :func:`advfast.fgsm`; alpha defaults to
     ``default_alpha_scale * eps``, or to Madry et al.'s ``2.5 * eps / steps`` when that is None."""
     lo, hi = check_inputs(x, y, bounds)
+    x = x.detach()  # x is data here: the attack's gradients are taken w.r.t. its own copy, never through x
+    y = as_class_indices(y)
+    check_model_dtype(model, x)
     eps = check_per_sample("eps", eps, x, positive=False)
     steps = check_count("steps", steps)
     restarts = check_count("restarts", restarts)
@@ -126,6 +133,13 @@ def attack(
     if alpha is None:
         scale = pgd_alpha_scale(steps) if default_alpha_scale is None else default_alpha_scale
         alpha = eps * scale  # 0 where eps is 0: the kernels then leave x as it is
+        try:
+            check_per_sample("alpha", alpha, x, positive=False)
+        except ValueError:
+            raise ValueError(
+                f"the default alpha ({scale:g} * eps) is not finite in the dtype the attack computes in: pass a "
+                "smaller eps or an explicit alpha"
+            ) from None
     else:
         alpha = check_per_sample("alpha", alpha, x, positive=True)
     loss_fn = resolve_loss(loss)

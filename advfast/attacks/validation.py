@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from advfast.reference import math_dtype
 
 NORMS = ("linf", "l2")
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 PerSample = float | Tensor
 
@@ -24,7 +27,7 @@ def check_inputs(x: Tensor, y: Tensor, bounds: tuple[float, float]) -> tuple[flo
         raise ValueError(f"x must be a non-empty batch [B, ...], got shape {tuple(x.shape)}")
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+    if y.dtype not in LABEL_DTYPES:
         raise TypeError(f"y must hold integer class indices, got {y.dtype}")
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must have shape [B] = [{x.shape[0]}], got {tuple(y.shape)}")
@@ -50,9 +53,17 @@ def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
+def as_class_indices(y: Tensor) -> Tensor:
+    """y (already checked by check_inputs) as int64, the dtype torch's losses take class indices in."""
+    return y if y.dtype == torch.int64 else y.long()
+
+
 def check_per_sample(name: str, value: PerSample, x: Tensor, *, positive: bool) -> PerSample:
-    """A float, or a [B] (or 0-d) floating tensor on x's device; finite and >= 0 (> 0 when positive)."""
+    """A real number, or a [B] (or 0-d) floating tensor on x's device; finite in the dtype the attack computes
+    in (float32 for float32 and the half types, float64 for float64) and >= 0 (> 0 when positive)."""
     bound = "> 0" if positive else ">= 0"
+    math_type = math_dtype(x.dtype)
+    where = f"in {str(math_type).removeprefix('torch.')} (the dtype the attack computes in for {x.dtype} x)"
     if isinstance(value, Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a float or a floating tensor, got a {value.dtype} tensor")
@@ -62,22 +73,39 @@ def check_per_sample(name: str, value: PerSample, x: Tensor, *, positive: bool) 
             raise ValueError(f"{name} per sample must have shape [B] = [{x.shape[0]}], got {tuple(value.shape)}")
         if value.device != x.device:
             raise ValueError(f"{name} must be on x's device ({x.device}), got {value.device}")
-        bad = ~torch.isfinite(value) | ((value <= 0) if positive else (value < 0))
+        in_math = value.to(math_type)
+        bad = ~torch.isfinite(in_math) | ((in_math <= 0) if positive else (in_math < 0))
         if bool(bad.any()):
-            raise ValueError(f"{name} must be finite and {bound} for every sample")
+            raise ValueError(f"{name} must be finite and {bound} for every sample, {where}")
         return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a float or a [B] tensor, got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+    limit = torch.finfo(math_type).max
+    if not math.isfinite(value) or abs(value) > limit or (value <= 0 if positive else value < 0):
+        raise ValueError(f"{name} must be finite and {bound} {where}, got {value:g}")
     return value
 
 
 def check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A whole number >= 1 (Python or numpy integer; not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(value)
+
+
+def check_model_dtype(model: object, x: Tensor) -> None:
+    """An nn.Module whose floating parameters share one dtype must take x in that dtype (outside autocast,
+    which casts for it): say so here, instead of torch's matmul error deep inside the forward."""
+    if not isinstance(model, nn.Module) or torch.is_autocast_enabled(x.device.type):
+        return
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1 and x.dtype not in dtypes:
+        (param_dtype,) = dtypes
+        raise TypeError(
+            f"x is {x.dtype} but the model's parameters are {param_dtype}: convert one to the other, e.g. "
+            f"x.to({param_dtype}) or model.to({x.dtype})"
+        )
 
 
 def check_norm(norm: str) -> str:
