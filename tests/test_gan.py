@@ -303,3 +303,12 @@ def test_bad_generator_config_is_refused(tmp_path) -> None:
 
 def test_advfast_gives_its_layers_on_first_use() -> None:
     assert advfast.gan.load is load
+
+
+def test_a_generator_near_chance_is_called_out_with_what_to_change() -> None:
+    from advfast.pipelines.augment import quality_warnings
+
+    assert quality_warnings({"label_accuracy": 0.9, "epochs": 10}, 10) == []
+    (warning,) = quality_warnings({"label_accuracy": 0.099, "epochs": 2}, 10)
+    assert "9.9%" in warning and "near chance (10.0%)" in warning
+    assert "--epochs" in warning and "--resume" in warning and "samples.png" in warning

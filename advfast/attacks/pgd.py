@@ -14,7 +14,6 @@ from advfast.attacks.step_size import pgd_alpha_scale
 from advfast.attacks.validation import (
     PerSample,
     as_class_indices,
-    check_count,
     check_generator,
     check_inputs,
     check_logits,
@@ -22,6 +21,7 @@ from advfast.attacks.validation import (
     check_norm,
     check_per_sample,
 )
+from advfast.checks import check_count
 
 Model = Callable[[Tensor], Tensor]
 

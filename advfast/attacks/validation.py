@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 from torch import Tensor, nn
@@ -85,13 +85,6 @@ def check_per_sample(name: str, value: PerSample, x: Tensor, *, positive: bool) 
     if not math.isfinite(value) or abs(value) > limit or (value <= 0 if positive else value < 0):
         raise ValueError(f"{name} must be finite and {bound} {where}, got {value:g}")
     return value
-
-
-def check_count(name: str, value: int) -> int:
-    """A whole number >= 1 (Python or numpy integer; not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def check_model_dtype(model: object, x: Tensor) -> None:
