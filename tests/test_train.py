@@ -69,6 +69,7 @@ def standard_robustness(digits, tmp_path_factory) -> float:
     [
         {"method": "pgd"},
         {"method": "fgsm-rs"},
+        {"method": "n-fgsm"},
         {"method": "mixed", "lam": 1.0, "inner": "pgd"},
         {"method": "trades", "beta": 6.0},
         {"method": "free", "replays": 4, "epochs": 2},
@@ -92,6 +93,33 @@ def test_free_carries_its_perturbation_and_steps_per_replay(digits, tmp_path) ->
     delta = trainer.objective.state_dict()["delta"]
     assert delta is not None and delta.abs().max() > 0
     assert delta.abs().max() <= EPS + 1e-6
+
+
+def test_n_fgsm_steps_from_its_noise_without_projecting(digits, monkeypatch) -> None:
+    """x' = clip(x0 + eps sign(g(x0)), 0, 1) from x0 = clip(x + U[-2 eps, 2 eps]): up to 3 eps from x."""
+    from advfast.train import NFGSM
+    from advfast.train.objectives import n_fgsm
+
+    model, x, y = mlp(), digits.train.x[:64], digits.train.y[:64]
+    seen = {}
+    original = n_fgsm.pgd
+
+    def recording(attacker, x0, *args, **kwargs):
+        seen["x0"] = x0.clone()
+        seen["x_adv"] = original(attacker, x0, *args, **kwargs)
+        return seen["x_adv"]
+
+    monkeypatch.setattr(n_fgsm, "pgd", recording)
+    NFGSM(AttackSettings(eps=EPS), noise=2.0)(model, x, y, generator=torch.Generator().manual_seed(0))
+    x0, x_adv = seen["x0"], seen["x_adv"]
+    noise = (x0 - x).abs()
+    assert noise.max() <= 2 * EPS + 1e-6 and noise.max() > EPS, "noise of up to 2 eps"
+    x_in = x0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_in), y, reduction="sum"), x_in)
+    torch.testing.assert_close(x_adv, torch.clamp(x0 + EPS * grad.sign(), 0, 1), atol=1e-6, rtol=0)
+    assert (x_adv - x).abs().max() > EPS, "not projected back into the eps-ball"
+    with pytest.raises(ValueError, match="n-fgsm is an L-inf method"):
+        NFGSM(AttackSettings(eps=EPS, norm="l2"))
 
 
 def test_objective_in_a_plain_loop(digits) -> None:

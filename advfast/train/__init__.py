@@ -13,6 +13,7 @@ from advfast.train.config import TrainConfig
 from advfast.train.health import diagnose
 from advfast.train.objectives import (
     FGSMRS,
+    NFGSM,
     OBJECTIVES,
     PGDAT,
     TRADES,
@@ -30,6 +31,7 @@ from advfast.train.trainer import Trainer
 
 __all__ = [
     "FGSMRS",
+    "NFGSM",
     "OBJECTIVES",
     "PGDAT",
     "SCHEDULES",

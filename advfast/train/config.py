@@ -39,7 +39,7 @@ class TrainConfig(RunConfig):
         auto="the data set's standard radius: digits 0.1, mnist 0.3, fashion-mnist 0.1 (L-inf), others 8/255",
     )  # fmt: skip
     alpha: float | None = option(
-        None, "attack step size", group="method", auto="PGD 2.5 eps/steps, FGSM-RS 1.25 eps, FGSM and free eps"
+        None, "attack step size", group="method", auto="PGD 2.5 eps/steps, FGSM-RS 1.25 eps, FGSM, N-FGSM and free eps"
     )
     steps: int = option(10, "attack steps (pgd, trades, and mixed with --inner pgd)", group="method")
     norm: str = option("linf", "threat model: L-inf or L2 ball", choices=NORMS, group="method")
@@ -48,6 +48,7 @@ class TrainConfig(RunConfig):
                         group="method")  # fmt: skip
     beta: float = option(6.0, "trades: weight of the KL term", group="method")
     replays: int = option(8, "free: replays of each minibatch", group="method")
+    noise: float = option(2.0, "n-fgsm: half-width of the uniform noise, as a multiple of eps", group="method")
     model_mode: str | None = option(
         None, "the model's mode while the attack crafts examples: as_is (train mode, BatchNorm statistics "
         "restored) or eval", choices=MODEL_MODES, group="method", auto="eval for trades, else as_is",
@@ -107,6 +108,7 @@ class TrainConfig(RunConfig):
             check_choice("model_mode", self.model_mode, MODEL_MODES)
         check_real("lam", self.lam, low=0.0)
         check_real("beta", self.beta, low=0.0)
+        check_real("noise", self.noise, low=0.0)
         check_choice("inner", self.inner, INNER_ATTACKS)
         if self.overfit_guard is not None:
             check_real("overfit_guard", self.overfit_guard, low=0.0, high=1.0)

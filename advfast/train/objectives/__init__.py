@@ -8,10 +8,13 @@ from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective, 
 from advfast.train.objectives.fgsm_rs import FGSMRS
 from advfast.train.objectives.free import Free
 from advfast.train.objectives.mixed import Mixed
+from advfast.train.objectives.n_fgsm import NFGSM
 from advfast.train.objectives.pgd_at import PGDAT
 from advfast.train.objectives.trades import TRADES
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (Standard, Mixed, PGDAT, FGSMRS, Free, TRADES)}
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (Standard, Mixed, PGDAT, FGSMRS, NFGSM, Free, TRADES)
+}
 
 
 def make_objective(config: Any) -> Objective:
@@ -23,6 +26,7 @@ def make_objective(config: Any) -> Objective:
 
 __all__ = [
     "FGSMRS",
+    "NFGSM",
     "OBJECTIVES",
     "PGDAT",
     "TRADES",
