@@ -5,16 +5,24 @@ channels_last run at full speed, other strides take one copy). ``eps`` and ``alp
 floating tensor; ``mask`` is a ``[B]`` bool tensor (False leaves that sample untouched). Storage dtypes
 float32, float64, float16 and bfloat16; the math runs in float32 (float64 for float64). Every op writes
 ``x_adv`` in place and returns it. The pure-PyTorch statement of each op is in :mod:`advfast.reference`.
+
+Scalars: a float ``eps``/``alpha``/``eta`` must be finite and >= 0 in the math dtype (1e39 is an error for
+float32), else the op raises naming it. Per-sample tensors are not checked (that would synchronise with the
+device): an entry that is negative, NaN or infinite counts as 0 (that sample does not move). The bounds are
+intersected with the finite range of x_adv's dtype, so every result is finite, inside [lo, hi] and inside the
+eps-ball. No per-sample tensor or mask may share memory with a tensor the op writes.
 """
 
 from __future__ import annotations
+
+from numbers import Real
 
 import torch
 from torch import Tensor
 
 from advfast._extension import has_cuda_kernels
 
-__all__ = ["l2_step_", "linf_step_", "random_start_"]
+__all__ = ["apgd_step_", "l2_step_", "linf_step_", "random_start_"]
 
 PerSample = float | Tensor
 
@@ -27,7 +35,7 @@ def _split(name: str, value: PerSample, x_adv: Tensor) -> tuple[float, Tensor | 
         if value.dim() == 0 and x_adv.dim() >= 1:
             value = value.expand(x_adv.shape[0])
         return 0.0, value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a float or a [B] tensor, got {type(value).__name__}")
     return float(value), None
 
@@ -115,6 +123,51 @@ def random_start_(
     return x_adv
 
 
+def apgd_step_(
+    x_adv: Tensor,
+    x_prev: Tensor,
+    grad: Tensor,
+    x: Tensor,
+    eps: PerSample,
+    eta: PerSample,
+    momentum: float = 0.75,
+    lo: float = 0.0,
+    hi: float = 1.0,
+    norm: str = "linf",
+    mask: Tensor | None = None,
+) -> Tensor:
+    """One APGD momentum step (Croce & Hein, 2020), in place on ``x_adv`` and ``x_prev``.
+
+    With ``P`` the projection onto the eps-ball around ``x`` intersected with [lo, hi] and ``mu`` the
+    momentum (APGD: 1.0 at its first iteration, 0.75 after), per sample b::
+
+        z      = P(x_adv + eta * s(grad))
+        x_adv <- P(x_adv + (z - x_adv) * mu + (x_adv - x_prev) * (1 - mu))
+        x_prev <- the old x_adv
+
+        linf: s(g) = sign(g),            P(v) = clip(min(max(v, x - eps), x + eps), lo, hi)
+        l2:   s(g) = g / (||g_b|| + 1e-12), P(v) = clip(x + (v - x) * min(1, eps / ||(v - x)_b||), lo, hi)
+
+    norms over all of a sample's elements. ``eps`` and ``eta`` are floats or ``[B]`` tensors (APGD halves
+    eta per sample); ``mask`` [B] bool: False leaves that sample's x_adv and x_prev untouched, bit for bit.
+    NaN or infinite ``grad`` entries count as 0. In float32 the L-inf step equals
+    :func:`advfast.reference.apgd_step` bit for bit; L2 within the rounding of the norms. x_adv, x_prev,
+    grad and x must not share memory.
+
+    Returns:
+        ``x_adv`` (its new value; ``x_prev`` holds the value it had before the call).
+    """
+    _check_device(x_adv)
+    eps_f, eps_t = _split("eps", eps, x_adv)
+    eta_f, eta_t = _split("eta", eta, x_adv)
+    if isinstance(momentum, bool) or not isinstance(momentum, Real):
+        raise TypeError(f"momentum must be a float in [0, 1], got {type(momentum).__name__}")
+    torch.ops.advfast.apgd_step_(
+        x_adv, x_prev, grad, x, eps_f, eta_f, float(momentum), float(lo), float(hi), norm, eps_t, eta_t, mask
+    )
+    return x_adv
+
+
 # ---- fake (meta) kernels: shape/dtype/device checks only, so torch.compile can trace the ops -------------
 
 
@@ -126,8 +179,13 @@ def _fake_check_like(op: str, x_adv: Tensor, other: Tensor, name: str) -> None:
 
 
 def _fake_check_per_sample(op: str, name: str, t: Tensor | None, x_adv: Tensor) -> None:
+    """A per-sample tensor or mask: [B] on x_adv's device. (A per-sample tensor on the meta device beside real
+    tensors dispatches here, so the device check is what turns that into an error.)"""
     if t is not None:
         torch._check(t.dim() == 1 and t.shape[0] == x_adv.shape[0], lambda: f"{op}: {name} must have shape [B]")
+        torch._check(
+            t.device == x_adv.device, lambda: f"{op}: {name} per sample must be on {x_adv.device}, got {t.device}"
+        )
 
 
 def _fake_step(op: str):
@@ -169,3 +227,27 @@ def _random_start_fake(
 ) -> None:
     _fake_check_like("advfast::random_start_", x_adv, x, "x")
     _fake_check_per_sample("advfast::random_start_", "eps", eps_per_sample, x_adv)
+
+
+@torch.library.register_fake("advfast::apgd_step_")
+def _apgd_step_fake(
+    x_adv: Tensor,
+    x_prev: Tensor,
+    grad: Tensor,
+    x: Tensor,
+    eps: float,
+    eta: float,
+    momentum: float,
+    lo: float,
+    hi: float,
+    norm: str,
+    eps_per_sample: Tensor | None = None,
+    eta_per_sample: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> None:
+    op = "advfast::apgd_step_"
+    for name, t in (("x_prev", x_prev), ("grad", grad), ("x", x)):
+        _fake_check_like(op, x_adv, t, name)
+    _fake_check_per_sample(op, "eps", eps_per_sample, x_adv)
+    _fake_check_per_sample(op, "eta", eta_per_sample, x_adv)
+    _fake_check_per_sample(op, "mask", mask, x_adv)

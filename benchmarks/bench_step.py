@@ -1,19 +1,24 @@
 """The fused step ops against the eager chains, torch.compile and a plain copy of the same bytes.
 
-Per device, norm (``linf``, ``l2``) and size (float32, CIFAR-shaped ``[N // 3072, 3, 32, 32]``, N from 1M to
-64M elements), five variants of one PGD step from the same inputs:
+Per device, step (the PGD steps ``linf``, ``l2`` and the APGD momentum steps ``apgd-linf``, ``apgd-l2``) and
+size (float32, CIFAR-shaped ``[N // 3072, 3, 32, 32]``, N from 1M to 64M elements), five variants of one step
+from the same inputs:
 
-- ``advfast``: ``ops.linf_step_`` / ``ops.l2_step_``, in place, one pass over memory (three for L2's norms);
-- ``eager_out_of_place``: the chain torchattacks' ``PGD`` / ``PGDL2`` run each step, a new tensor per op;
+- ``advfast``: ``ops.linf_step_`` / ``ops.l2_step_`` / ``ops.apgd_step_``, in place, one pass over memory
+  (three for the L2 step's norms, four for APGD-L2's);
+- ``eager_out_of_place``: the chain each step runs in the reference code, a new tensor per op: torchattacks'
+  ``PGD`` / ``PGDL2``, and for APGD the update of fra31/auto-attack (``autopgd_base.py``, including its
+  ``x_adv_old = x_adv.clone()``);
 - ``eager_in_place``: the same math with in-place ops into preallocated buffers;
 - ``compiled``: ``torch.compile(fullgraph=True, dynamic=False)`` of the op's formula
   (:mod:`advfast.reference`), out of place, compiled and warmed up per shape outside the timed region;
-- ``copy_floor``: ``dst.copy_(src)`` over as many bytes as the step must move (it reads x_adv, grad and x and
-  writes x_adv: 16 bytes per element; a copy of 2N floats moves the same), the memory floor.
+- ``copy_floor``: ``dst.copy_(src)`` over as many bytes as the step must move, the memory floor: a PGD step
+  reads x_adv, grad and x and writes x_adv (16 bytes per element; a copy of 2N floats moves the same); an APGD
+  step reads x_adv, x_prev, grad and x and writes x_adv and x_prev (24 bytes; a copy of 3N floats).
 
 Every variant's result is checked against :mod:`advfast.reference` before it is timed, and the test fails if
-it is wrong: bit for bit for the L-inf advfast and eager steps, within 1e-5 where the rounding of the L2
-norms' reductions (or of a compiler's fusion) may differ. Each benchmark's ``extra_info`` records the bytes
+it is wrong: bit for bit for the L-inf advfast and eager steps (PGD and APGD), within 1e-5 where the rounding of
+the L2 norms' reductions (or of a compiler's fusion) may differ. Each benchmark's ``extra_info`` records the bytes
 the step moves, the device and its name, torch's version and thread count; benchmarks are grouped per
 (device, norm, size), so pytest-benchmark's table puts the variants of one size side by side.
 
@@ -23,7 +28,8 @@ the first torch.compile and building the inputs; peak memory about 3 GB, at 64M)
     .venv/bin/pytest benchmarks/bench_step.py --benchmark-json=benchmarks/results/step-cpu.json
     .venv/bin/python benchmarks/report.py benchmarks/results/step-cpu.json
 
-``ADVFAST_BENCH_SIZES=1M,4M`` restricts the sizes (default ``1M,4M,16M,64M``; ``K``/``M`` suffixes or plain
+``ADVFAST_BENCH_STEPS=apgd-linf,apgd-l2`` restricts the steps (default all four) and
+``ADVFAST_BENCH_SIZES=1M,4M`` the sizes (default ``1M,4M,16M,64M``; ``K``/``M`` suffixes or plain
 element counts). Rounds follow pytest-benchmark's options: at least ``--benchmark-min-rounds`` (default 5),
 more while ``--benchmark-max-time`` (default 1 s) is not used up, after one warm-up round. A smoke run::
 
@@ -57,16 +63,25 @@ from advfast import ops, reference
 SIZES = {"1M": 2**20, "4M": 2**22, "16M": 2**24, "64M": 2**26}
 SAMPLE_SHAPE = (3, 32, 32)  # CIFAR
 SAMPLE_NUMEL = 3 * 32 * 32
-NORMS = ("linf", "l2")
+# The steps; "norm" is the name results are grouped by (report.py prints one table per device and norm).
+NORMS = ("linf", "l2", "apgd-linf", "apgd-l2")
 VARIANTS = ("advfast", "eager_out_of_place", "eager_in_place", "compiled", "copy_floor")
 # torchattacks' defaults: PGD eps=8/255, alpha=2/255; PGDL2 eps=1.0, alpha=0.2, eps_for_division=1e-10.
-EPS = {"linf": 8 / 255, "l2": 1.0}
-ALPHA = {"linf": 2 / 255, "l2": 0.2}
+# APGD (auto-attack's CIFAR settings): eps 8/255 (L-inf) or 0.5 (L2), first step size eta = 2 * eps, momentum
+# 0.75 after the first iteration; alpha below is eta, halved for every other sample (as APGD halves it per sample
+# where progress stalls).
+EPS = {"linf": 8 / 255, "l2": 1.0, "apgd-linf": 8 / 255, "apgd-l2": 0.5}
+ALPHA = {"linf": 2 / 255, "l2": 0.2, "apgd-linf": 16 / 255, "apgd-l2": 1.0}
+MOMENTUM = 0.75
 DIVISION_EPS = 1e-10
+APGD_DIVISION_EPS = 1e-12
 LO, HI = 0.0, 1.0
-BYTES_PER_ELEMENT = 16  # float32 x_adv, grad and x read, x_adv written
+# float32 x_adv, grad and x read, x_adv written; APGD also reads x_prev and writes it.
+BYTES_PER_ELEMENT = {"linf": 16, "l2": 16, "apgd-linf": 24, "apgd-l2": 24}
 # Variants whose float32 L-inf result must equal advfast.reference bit for bit (same operations, same order).
-EXACT = {("linf", "advfast"), ("linf", "eager_out_of_place"), ("linf", "eager_in_place")}
+EXACT = {
+    (norm, variant) for norm in ("linf", "apgd-linf") for variant in ("advfast", "eager_out_of_place", "eager_in_place")
+}
 # Otherwise: the L2 norms sum in another order (advfast: float64 on the CPU), and a compiler may contract a
 # multiply-add; values lie in [0, 1], so 1e-5 is ~100 float32 ulps at 1 and far below any wrong result.
 # (Whether such a variant came out bit-equal anyway is recorded in extra_info["bit_exact"].)
@@ -91,7 +106,19 @@ def parse_sizes(text: str | None) -> dict[str, int]:
     return sizes
 
 
+def parse_steps(text: str | None) -> tuple[str, ...]:
+    """Steps from ``ADVFAST_BENCH_STEPS`` ("linf,apgd-l2"), in NORMS order."""
+    if not text:
+        return NORMS
+    wanted = {item.strip() for item in text.split(",")}
+    unknown = wanted - set(NORMS)
+    if unknown:
+        raise ValueError(f"ADVFAST_BENCH_STEPS: unknown steps {sorted(unknown)}; choose from {NORMS}")
+    return tuple(norm for norm in NORMS if norm in wanted)
+
+
 BENCH_SIZES = parse_sizes(os.environ.get("ADVFAST_BENCH_SIZES"))
+BENCH_STEPS = parse_steps(os.environ.get("ADVFAST_BENCH_STEPS"))
 # torch.cuda.is_available() is safe without a GPU; CUDA runs only where advfast has its CUDA kernels.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and advfast.has_cuda_kernels() else [])
 # Device, then size, then norm, then variant: one size's tensors are built once and freed before the next.
@@ -100,7 +127,7 @@ PARAMS = [
     for device in DEVICES
     for marks in [[pytest.mark.cuda] if device == "cuda" else []]
     for size in BENCH_SIZES
-    for norm in NORMS
+    for norm in BENCH_STEPS
     for variant in VARIANTS
 ]
 
@@ -120,7 +147,14 @@ class Inputs:
     x: Tensor  # clean batch, uniform in [0, 1]
     grad: Tensor  # standard normal
     start: Tensor  # x_adv before the step: a random point of the eps-ball around x, clipped to [0, 1]
-    expected: Tensor  # advfast.reference's step from start
+    expected: Tensor  # advfast.reference's step from start (APGD: the new x_adv)
+    prev: Tensor | None = None  # APGD: x_prev, another random point of the ball
+    eta: Tensor | None = None  # APGD: the per-sample step size [B]
+
+
+def base_norm(norm: str) -> str:
+    """The ball of a step: "linf" or "l2"."""
+    return norm.removeprefix("apgd-")
 
 
 @dataclass
@@ -159,10 +193,18 @@ class _Cache:
             self.norm_inputs.clear()  # one norm's start and expected result at a time
             assert self.clean is not None
             x, grad = self.clean
-            start = _random_start(x, norm, EPS[norm], seed=n + 1)
-            step = reference.linf_step if norm == "linf" else reference.l2_step
-            expected = step(start, grad, x, EPS[norm], ALPHA[norm], LO, HI)
-            self.norm_inputs[norm] = Inputs(x, grad, start, expected)
+            start = _random_start(x, base_norm(norm), EPS[norm], seed=n + 1)
+            if norm.startswith("apgd-"):
+                prev = _random_start(x, base_norm(norm), EPS[norm], seed=n + 2)
+                eta = apgd_step_sizes(norm, x)
+                expected, _ = reference.apgd_step(
+                    start, prev, grad, x, EPS[norm], eta, MOMENTUM, LO, HI, norm=base_norm(norm)
+                )
+                self.norm_inputs[norm] = Inputs(x, grad, start, expected, prev, eta)
+            else:
+                step = reference.linf_step if norm == "linf" else reference.l2_step
+                expected = step(start, grad, x, EPS[norm], ALPHA[norm], LO, HI)
+                self.norm_inputs[norm] = Inputs(x, grad, start, expected)
         return self.norm_inputs[norm]
 
 
@@ -173,6 +215,12 @@ _CACHE = _Cache()
 def _free_cache() -> Iterator[None]:
     yield
     _CACHE.clear()
+
+
+def apgd_step_sizes(norm: str, x: Tensor) -> Tensor:
+    """APGD's per-sample step size [B]: eta for even samples, eta / 2 for odd ones."""
+    halvings = torch.arange(x.shape[0], device=x.device) % 2
+    return ALPHA[norm] * torch.pow(0.5, halvings.to(x.dtype))
 
 
 def _random_start(x: Tensor, norm: str, eps: float, seed: int) -> Tensor:
@@ -245,6 +293,93 @@ def eager_in_place(norm: str, x_adv: Tensor, grad: Tensor, x: Tensor, eps: float
     return l2
 
 
+def eager_apgd_out_of_place(
+    norm: str, x_adv: Tensor, x_prev: Tensor, grad: Tensor, x: Tensor, eps: float, eta: Tensor
+) -> tuple[Tensor, Tensor]:
+    """fra31/auto-attack's APGD update (``attack_single_run``), op for op: returns the new x_adv and the clone
+    it keeps as the next x_prev. eta is the [B] step size."""
+    step_size = eta.view(-1, 1, 1, 1)
+    a = MOMENTUM
+    grad2 = x_adv - x_prev
+    x_adv_old = x_adv.clone()
+    if norm == "apgd-linf":
+        x_adv_1 = x_adv + step_size * torch.sign(grad)
+        x_adv_1 = torch.clamp(torch.min(torch.max(x_adv_1, x - eps), x + eps), LO, HI)
+        x_adv_1 = torch.clamp(
+            torch.min(torch.max(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - eps), x + eps), LO, HI
+        )
+        return x_adv_1, x_adv_old
+
+    def l2_norm(t: Tensor) -> Tensor:
+        return (t**2).view(t.shape[0], -1).sum(-1).sqrt().view(-1, 1, 1, 1)
+
+    def normalize(t: Tensor) -> Tensor:
+        return t / (l2_norm(t) + APGD_DIVISION_EPS)
+
+    x_adv_1 = x_adv + step_size * normalize(grad)
+    x_adv_1 = torch.clamp(
+        x + normalize(x_adv_1 - x) * torch.min(eps * torch.ones_like(x), l2_norm(x_adv_1 - x)), LO, HI
+    )
+    x_adv_1 = x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a)
+    x_adv_1 = torch.clamp(
+        x + normalize(x_adv_1 - x) * torch.min(eps * torch.ones_like(x), l2_norm(x_adv_1 - x)), LO, HI
+    )
+    return x_adv_1, x_adv_old
+
+
+def eager_apgd_in_place(
+    norm: str, x_adv: Tensor, x_prev: Tensor, grad: Tensor, x: Tensor, eps: float, eta: Tensor
+) -> Callable[[], Tensor]:
+    """The APGD update's math with in-place ops into two preallocated buffers (plus [B] norms); each call steps
+    ``x_adv`` and ``x_prev`` in place and returns ``x_adv``. The L-inf ball's faces intersected with the bounds
+    depend on x only, so they are computed once here, as a user's loop would (same values as projecting onto
+    the ball and then clipping)."""
+    b = x.shape[0]
+    column = (b, 1, 1, 1)
+    step_size = eta.view(column)
+    z, momentum_term = torch.empty_like(x), torch.empty_like(x)
+    lower, upper = (x - eps).clamp_(LO, HI), (x + eps).clamp_(LO, HI)  # the ball within the bounds
+    norms, factor = x.new_empty(b), x.new_empty(b)
+
+    def l2_project_(v: Tensor) -> Tensor:
+        """v <- clip(x + (v - x) * min(1, eps / ||v - x||), lo, hi), in place."""
+        v.sub_(x)
+        torch.linalg.vector_norm(v.view(b, -1), dim=1, out=norms)
+        factor.fill_(eps).div_(norms).clamp_(max=1.0)
+        return v.mul_(factor.view(column)).add_(x).clamp_(LO, HI)
+
+    def linf() -> Tensor:
+        torch.sign(grad, out=z)
+        z.mul_(step_size).add_(x_adv)
+        torch.minimum(torch.maximum(z, lower, out=z), upper, out=z)
+        torch.sub(x_adv, x_prev, out=momentum_term).mul_(1 - MOMENTUM)
+        x_prev.copy_(x_adv)
+        z.sub_(x_adv).mul_(MOMENTUM)
+        x_adv.add_(z).add_(momentum_term)
+        return torch.minimum(torch.maximum(x_adv, lower, out=x_adv), upper, out=x_adv)
+
+    def l2() -> Tensor:
+        torch.linalg.vector_norm(grad.view(b, -1), dim=1, out=norms)
+        norms.add_(APGD_DIVISION_EPS)
+        torch.div(grad, norms.view(column), out=z)
+        l2_project_(z.mul_(step_size).add_(x_adv))
+        torch.sub(x_adv, x_prev, out=momentum_term).mul_(1 - MOMENTUM)
+        x_prev.copy_(x_adv)
+        z.sub_(x_adv).mul_(MOMENTUM)
+        return l2_project_(x_adv.add_(z).add_(momentum_term))
+
+    return linf if norm == "apgd-linf" else l2
+
+
+def apgd_formula(norm: str) -> Callable[..., Tensor]:
+    """The fused APGD op's formula (advfast.reference), out of place, returning the new x_adv, for torch.compile."""
+
+    def formula(x_adv: Tensor, x_prev: Tensor, grad: Tensor, x: Tensor, eps: float, eta: Tensor) -> Tensor:
+        return reference.apgd_step(x_adv, x_prev, grad, x, eps, eta, MOMENTUM, LO, HI, norm=base_norm(norm))[0]
+
+    return formula
+
+
 def linf_formula(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
     """The fused L-inf op's formula, out of place (non-finite gradient entries count 0), for torch.compile."""
     return reference.linf_step(x_adv, grad, x, eps, alpha, LO, HI)
@@ -271,19 +406,48 @@ def compiled_step(norm: str, inputs: Inputs, device: str) -> tuple[Callable[...,
     seconds compiling took."""
     if norm not in _CACHE.compiled:
         _import_inductor()
-        formula = linf_formula if norm == "linf" else l2_formula
-        fn = torch.compile(formula, fullgraph=True, dynamic=False)
+        if norm.startswith("apgd-"):
+            fn = torch.compile(apgd_formula(norm), fullgraph=True, dynamic=False)
+            arguments = (inputs.start, inputs.prev, inputs.grad, inputs.x, EPS[norm], inputs.eta)
+        else:
+            formula = linf_formula if norm == "linf" else l2_formula
+            fn = torch.compile(formula, fullgraph=True, dynamic=False)
+            arguments = (inputs.start, inputs.grad, inputs.x, EPS[norm], ALPHA[norm])
         began = time.perf_counter()
         for _ in range(2):
-            fn(inputs.start, inputs.grad, inputs.x, EPS[norm], ALPHA[norm])
+            fn(*arguments)
         synchronize(device)
         _CACHE.compiled[norm] = fn
         _CACHE.compile_s[norm] = time.perf_counter() - began
     return _CACHE.compiled[norm], _CACHE.compile_s[norm]
 
 
+def build_apgd(norm: str, variant: str, inputs: Inputs, device: str) -> tuple[Callable[[], Tensor], Tensor]:
+    """build() for the APGD steps: the variant's call returns the new x_adv."""
+    eps, x, grad, start = EPS[norm], inputs.x, inputs.grad, inputs.start
+    assert inputs.prev is not None and inputs.eta is not None
+    prev, eta = inputs.prev, inputs.eta
+    if variant == "advfast":
+        work, work_prev = start.clone(), prev.clone()
+        return (
+            lambda: ops.apgd_step_(work, work_prev, grad, x, eps, eta, MOMENTUM, LO, HI, norm=base_norm(norm))
+        ), inputs.expected
+    if variant == "eager_out_of_place":
+        return (lambda: eager_apgd_out_of_place(norm, start, prev, grad, x, eps, eta)[0]), inputs.expected
+    if variant == "eager_in_place":
+        return eager_apgd_in_place(norm, start.clone(), prev.clone(), grad, x, eps, eta), inputs.expected
+    if variant == "compiled":
+        fn, _ = compiled_step(norm, inputs, device)
+        return (lambda: fn(start, prev, grad, x, eps, eta)), inputs.expected
+    raise ValueError(f"unknown variant {variant!r}")
+
+
 def build(norm: str, variant: str, inputs: Inputs, device: str) -> tuple[Callable[[], Tensor], Tensor]:
     """One call of the variant (a step, or the floor's copy) and the tensor its first call must produce."""
+    if variant == "copy_floor":
+        return copy_floor(inputs, floats_per_element=BYTES_PER_ELEMENT[norm] // 8)
+    if norm.startswith("apgd-"):
+        return build_apgd(norm, variant, inputs, device)
     eps, alpha, x, grad = EPS[norm], ALPHA[norm], inputs.x, inputs.grad
     if variant == "advfast":
         work = inputs.start.clone()
@@ -299,14 +463,16 @@ def build(norm: str, variant: str, inputs: Inputs, device: str) -> tuple[Callabl
         fn, _ = compiled_step(norm, inputs, device)
         start = inputs.start
         return (lambda: fn(start, grad, x, eps, alpha)), inputs.expected
-    if variant == "copy_floor":
-        n = x.numel()
-        src = torch.empty(2 * n, device=x.device)
-        src[:n].copy_(x.view(-1))
-        src[n:].copy_(grad.view(-1))
-        dst = torch.empty_like(src)
-        return (lambda: dst.copy_(src)), src
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def copy_floor(inputs: Inputs, floats_per_element: int) -> tuple[Callable[[], Tensor], Tensor]:
+    """dst.copy_(src) of floats_per_element * N floats (x, grad, then x_adv's start): it reads and writes
+    8 * floats_per_element bytes per element of the step."""
+    parts = (inputs.x, inputs.grad, inputs.start)[:floats_per_element]
+    src = torch.cat([p.reshape(-1) for p in parts])
+    dst = torch.empty_like(src)
+    return (lambda: dst.copy_(src)), src
 
 
 def check(norm: str, variant: str, actual: Tensor, expected: Tensor) -> tuple[bool, float]:
@@ -376,10 +542,10 @@ def test_step(
             "elements": numel,
             "shape": list(inputs.x.shape),
             "dtype": "float32",
-            "bytes_moved": BYTES_PER_ELEMENT * numel,
+            "bytes_moved": BYTES_PER_ELEMENT[norm] * numel,
             "calls_per_round": calls,
             "eps": EPS[norm],
-            "alpha": ALPHA[norm],
+            "alpha": ALPHA[norm],  # APGD: eta of the even samples (the odd ones take half)
             "bit_exact": exact,
             "max_abs_error": max_err,
         }

@@ -6,6 +6,8 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "cpu/cpu_isa.h"
 
 #ifndef ADVFAST_TORCH_VERSION
@@ -29,13 +31,14 @@ TORCH_LIBRARY(advfast, m) {
   m.def(
       "random_start_(Tensor(a!) x_adv, Tensor x, float eps, str norm, float lo, float hi, "
       "Tensor? eps_per_sample=None, Generator? generator=None) -> ()");
+  // In place on x_adv (the momentum step) and x_prev (<- the old x_adv); eta is the step size.
+  m.def(
+      "apgd_step_(Tensor(a!) x_adv, Tensor(b!) x_prev, Tensor grad, Tensor x, float eps, float eta, "
+      "float momentum, float lo, float hi, str norm, Tensor? eps_per_sample=None, Tensor? eta_per_sample=None, "
+      "Tensor? mask=None) -> ()");
 }
 
 namespace {
-
-const at::Tensor& first_argument(const c10::OperatorHandle& op, const torch::jit::Stack* stack) {
-  return (*stack)[stack->size() - op.schema().arguments().size()].toTensor();
-}
 
 // The ops are the attack's update, applied outside any graph: with grad mode on, a tensor argument that
 // requires grad is an error that names the op (instead of a graph that silently ignores the update).
@@ -54,18 +57,29 @@ void reject_differentiation(const c10::OperatorHandle& op, c10::DispatchKeySet k
   op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
 }
 
-// Every op writes its first argument (x_adv) and returns nothing, so this kernel bumps that tensor's version
-// counter after the device kernel ran: autograd then rejects a stale saved x_adv, as after any in-place op.
-void bump_x_adv_version(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
-  const at::Tensor x_adv = first_argument(op, stack);
+// Every op writes the arguments its schema marks (a!), (b!), ... and returns nothing, so this kernel bumps
+// their version counters after the device kernel ran: autograd then rejects a stale saved tensor, as after any
+// in-place op.
+void bump_written_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const auto& arguments = op.schema().arguments();
+  const auto start = stack->size() - arguments.size();
+  std::vector<at::Tensor> written;
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const auto* alias = arguments[i].alias_info();
+    if (alias != nullptr && alias->isWrite() && (*stack)[start + i].isTensor()) {
+      written.push_back((*stack)[start + i].toTensor());
+    }
+  }
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
   }
-  x_adv.unsafeGetTensorImpl()->bump_version();
+  for (const at::Tensor& t : written) {
+    t.unsafeGetTensorImpl()->bump_version();
+  }
 }
 
-constexpr const char* kOps[] = {"linf_step_", "l2_step_", "random_start_"};
+constexpr const char* kOps[] = {"linf_step_", "l2_step_", "random_start_", "apgd_step_"};
 
 }  // namespace
 
@@ -77,7 +91,7 @@ TORCH_LIBRARY_IMPL(advfast, Autograd, m) {
 
 TORCH_LIBRARY_IMPL(advfast, ADInplaceOrView, m) {
   for (const char* op : kOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_x_adv_version>());
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
   }
 }
 

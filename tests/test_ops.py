@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -37,9 +38,26 @@ class Case:
     lo: float
     hi: float
     mask: torch.Tensor | None
+    x_prev: torch.Tensor  # for the APGD step: the previous iterate, in its own layout
 
     def args(self) -> tuple:
         return (self.x_adv, self.grad, self.x, self.eps, self.alpha, self.lo, self.hi, self.mask)
+
+    def apgd_args(self, momentum: float, norm: str) -> tuple:
+        """apgd_step_'s arguments, with alpha as the step size eta."""
+        return (
+            self.x_adv,
+            self.x_prev,
+            self.grad,
+            self.x,
+            self.eps,
+            self.alpha,
+            momentum,
+            self.lo,
+            self.hi,
+            norm,
+            self.mask,
+        )
 
 
 @st.composite
@@ -53,7 +71,7 @@ def cases(draw: st.DrawFn, device: str = "cpu", max_batch: int = 5) -> Case:
     else:
         trailing = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
     shape = (batch, *trailing)
-    layouts = [draw(st.sampled_from(LAYOUTS)) for _ in range(3)]
+    layouts = [draw(st.sampled_from(LAYOUTS)) for _ in range(4)]
     lo, hi = draw(st.sampled_from(BOUNDS))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
 
@@ -62,6 +80,7 @@ def cases(draw: st.DrawFn, device: str = "cpu", max_batch: int = 5) -> Case:
     if x.numel() > 2 and math.isfinite(lo):
         x.view(-1)[0], x.view(-1)[-1] = lo, hi  # values exactly on the bounds
     x_adv = x + 1.2 * (torch.rand(shape, generator=gen, dtype=torch.float64) - 0.5)
+    x_prev = x + 1.2 * (torch.rand(shape, generator=gen, dtype=torch.float64) - 0.5)
     grad = torch.randn(shape, generator=gen, dtype=torch.float64)
     if draw(st.booleans()) and grad.numel() > 0:
         positions = torch.randint(0, grad.numel(), (max(1, grad.numel() // 5),), generator=gen)
@@ -83,7 +102,17 @@ def cases(draw: st.DrawFn, device: str = "cpu", max_batch: int = 5) -> Case:
     def place(t: torch.Tensor, layout: str) -> torch.Tensor:
         return in_layout(t.to(device=device, dtype=dtype), layout)
 
-    return Case(place(x_adv, layouts[0]), place(grad, layouts[1]), place(x, layouts[2]), eps, alpha, lo, hi, mask)
+    return Case(
+        place(x_adv, layouts[0]),
+        place(grad, layouts[1]),
+        place(x, layouts[2]),
+        eps,
+        alpha,
+        lo,
+        hi,
+        mask,
+        place(x_prev, layouts[3]),
+    )
 
 
 def check_against_reference(case: Case, op, ref, compare) -> torch.Tensor:
@@ -292,6 +321,179 @@ def test_l2_random_start_is_uniform_in_the_ball(dims: int) -> None:
     assert mean_direction.abs().max() < 0.05
 
 
+# ---- APGD momentum step ---------------------------------------------------------------------------------
+
+MOMENTA = (1.0, 0.75, 0.0, 0.3)
+
+
+def check_apgd_against_reference(case: Case, momentum: float, norm: str) -> None:
+    args = case.apgd_args(momentum, norm)
+    expected_adv, expected_prev = reference.apgd_step(*args)
+    x_before, grad_before, x_adv_before = case.x.clone(), case.grad.clone(), case.x_adv.clone()
+    strides = (case.x_adv.stride(), case.x_prev.stride())
+    returned = ops.apgd_step_(*args)
+    assert returned is case.x_adv
+    assert (case.x_adv.stride(), case.x_prev.stride()) == strides, "the op must keep both layouts"
+    assert torch.equal(case.x, x_before), "the op must not modify x"
+    assert torch.equal(case.grad.nan_to_num(), grad_before.nan_to_num()), "the op must not modify grad"
+    (exact_or_one_ulp if norm == "linf" else within_norm_rounding)(case.x_adv, expected_adv)
+    assert torch.equal(case.x_prev, expected_prev), "x_prev must become the old x_adv (masked: stay)"
+    active = torch.ones(case.x.shape[0], dtype=torch.bool) if case.mask is None else case.mask
+    assert torch.equal(case.x_prev[active], x_adv_before[active])
+    assert torch.isfinite(case.x_adv).all()
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@given(case=cases(), momentum=st.sampled_from(MOMENTA))
+def test_apgd_step_matches_reference(isa: str, norm: str, case: Case, momentum: float) -> None:
+    with cpu_isa(isa):
+        check_apgd_against_reference(case, momentum, norm)
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@given(case=cases(), norm=st.sampled_from(["linf", "l2"]), momentum=st.sampled_from(MOMENTA))
+def test_apgd_step_stays_in_ball_and_bounds(isa: str, case: Case, norm: str, momentum: float) -> None:
+    """Whatever x_adv, x_prev and grad hold: finite, inside [lo, hi] and the eps-ball; masked samples keep both
+    tensors bit for bit."""
+    adv_before, prev_before = case.x_adv.clone(), case.x_prev.clone()
+    with cpu_isa(isa):
+        ops.apgd_step_(*case.apgd_args(momentum, norm))
+    moved = torch.ones(adv_before.shape[0], dtype=torch.bool) if case.mask is None else case.mask.cpu()
+    assert torch.equal(case.x_adv[~moved], adv_before[~moved]), "a masked-out x_adv must stay bit for bit"
+    assert torch.equal(case.x_prev[~moved], prev_before[~moved]), "a masked-out x_prev must stay bit for bit"
+    eps = case.eps[moved] if isinstance(case.eps, torch.Tensor) else case.eps
+    assert_in_ball(case.x_adv[moved], case.x[moved], eps, norm, case.lo, case.hi)
+
+
+def _autoattack_linf(x_adv, x_prev, grad, x, eps: float, step_size, a: float) -> torch.Tensor:
+    """The L-inf update as the APGD reference code (fra31/auto-attack) states it, written out here with plain
+    torch ops: step_size a [B, 1, 1, 1] tensor, eps a float, bounds [0, 1]."""
+    grad2 = x_adv - x_prev
+    z = x_adv + step_size * torch.sign(grad)
+    z = torch.clamp(torch.min(torch.max(z, x - eps), x + eps), 0.0, 1.0)
+    v = x_adv + (z - x_adv) * a + grad2 * (1 - a)
+    return torch.clamp(torch.min(torch.max(v, x - eps), x + eps), 0.0, 1.0)
+
+
+def _autoattack_l2(x_adv, x_prev, grad, x, eps: float, step_size, a: float) -> torch.Tensor:
+    """The L2 update as the APGD reference code states it (normalise = divide by norm + 1e-12)."""
+
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        return (t**2).flatten(1).sum(-1).sqrt().view(-1, 1, 1, 1)
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        d = v - x
+        return torch.clamp(x + d / (norm(d) + 1e-12) * torch.min(eps * torch.ones_like(x), norm(d)), 0.0, 1.0)
+
+    grad2 = x_adv - x_prev
+    z = project(x_adv + step_size * grad / (norm(grad) + 1e-12))
+    return project(x_adv + (z - x_adv) * a + grad2 * (1 - a))
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("a", [1.0, 0.75])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_step_is_the_reference_code_update(isa: str, a: float, norm: str) -> None:
+    """Against APGD's own statement of the update, on a CIFAR-sized float32 batch with per-sample step sizes
+    (APGD halves them per sample): L-inf bit for bit, L2 up to the norms' rounding and the 1e-12 the reference
+    code adds to a norm it divides by."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 32, 32, generator=gen)
+    eps = 8 / 255 if norm == "linf" else 0.5
+    scale = eps if norm == "linf" else eps / 30
+    x_prev = (x + scale * (2 * torch.rand(x.shape, generator=gen) - 1)).clamp(0, 1)
+    x_adv = (x + scale * (2 * torch.rand(x.shape, generator=gen) - 1)).clamp(0, 1)
+    grad = torch.randn(x.shape, generator=gen)
+    eta = 2 * eps * torch.tensor([1.0, 0.5, 0.25, 0.125]).repeat(4)
+    official = _autoattack_linf if norm == "linf" else _autoattack_l2
+    expected = official(x_adv, x_prev, grad, x, eps, eta.view(-1, 1, 1, 1), a)
+    old = x_adv.clone()
+    with cpu_isa(isa):
+        ops.apgd_step_(x_adv, x_prev, grad, x, eps, eta, momentum=a, norm=norm)
+    if norm == "linf":
+        assert torch.equal(x_adv, expected), describe_mismatch(x_adv, expected)
+    else:
+        torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=1e-6)
+    assert torch.equal(x_prev, old)
+    assert not torch.equal(x_adv, old), "the step must move"
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("shape", [(1, 3, 300, 300), (3, 70001), (1, 1)])
+def test_apgd_l2_step_large_and_tiny_samples(isa: str, shape: tuple[int, ...]) -> None:
+    """Few large samples split each of the four passes across threads; tiny ones run many samples per task."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(shape, generator=gen)
+    x_adv = (x + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
+    x_prev = (x + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
+    grad = torch.randn(shape, generator=gen)
+    expected, _ = reference.apgd_step(x_adv, x_prev, grad, x, 2.0, 0.5, norm="l2")
+    with cpu_isa(isa):
+        ops.apgd_step_(x_adv, x_prev, grad, x, 2.0, 0.5, norm="l2")
+    within_norm_rounding(x_adv, expected)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_nonfinite_gradient_moves_nothing(norm: str) -> None:
+    """With every gradient entry NaN or Inf, z is x_adv projected, and momentum 1 returns that projection."""
+    x = torch.full((2, 5), 0.5)
+    x_adv = x + torch.tensor([[0.05, -0.05, 0.0, 0.2, -0.2]] * 2)
+    grad = torch.tensor([[math.nan, math.inf, -math.inf, math.nan, math.inf]] * 2)
+    ops.apgd_step_(x_adv, torch.zeros_like(x), grad, x, 0.1, 0.1, momentum=1.0, norm=norm)
+    if norm == "linf":
+        expected = torch.tensor([[0.55, 0.45, 0.5, 0.6, 0.4]] * 2)
+    else:
+        d = torch.tensor([0.05, -0.05, 0.0, 0.2, -0.2])
+        expected = (0.5 + d * (0.1 / d.norm())).expand(2, 5)
+    torch.testing.assert_close(x_adv, expected, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_momentum_zero_continues_the_last_move(norm: str) -> None:
+    """momentum 0 ignores the gradient: x_adv + (x_adv - x_prev), projected."""
+    x = torch.full((1, 4), 0.5)
+    x_prev = torch.tensor([[0.50, 0.52, 0.48, 0.5]])
+    x_adv = torch.tensor([[0.51, 0.53, 0.47, 0.5]])
+    ops.apgd_step_(x_adv, x_prev, torch.randn(1, 4), x, 1.0, 0.3, momentum=0.0, norm=norm)
+    torch.testing.assert_close(x_adv, torch.tensor([[0.52, 0.54, 0.46, 0.5]]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_apgd_empty_batch(norm: str, dtype: torch.dtype) -> None:
+    x = torch.empty(0, 3, 4, 4, dtype=dtype)
+    x_adv, x_prev = x.clone(), x.clone()
+    out = ops.apgd_step_(x_adv, x_prev, x.clone(), x, 0.1, torch.empty(0), norm=norm, mask=torch.empty(0).bool())
+    assert out.shape == (0, 3, 4, 4)
+
+
+def test_apgd_step_bumps_both_version_counters() -> None:
+    x = torch.rand(2, 4)
+    x_adv, x_prev = x.clone(), x.clone()
+    before = (x_adv._version, x_prev._version)
+    ops.apgd_step_(x_adv, x_prev, torch.randn(2, 4), x, 0.1, 0.01)
+    assert x_adv._version > before[0] and x_prev._version > before[1]
+
+
+def test_apgd_step_refuses_tensors_that_require_grad() -> None:
+    x = torch.rand(2, 4)
+    x_prev = x.clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="x_prev requires grad"):
+        ops.apgd_step_(x.clone(), x_prev, torch.randn(2, 4), x, 0.1, 0.01)
+
+
+def test_apgd_step_l2_is_deterministic() -> None:
+    x = torch.rand(4, 3, 64, 64)
+    grad, x_prev = torch.randn_like(x), x.clone()
+    results = []
+    for _ in range(2):
+        x_adv = (x + 0.01).clamp(0, 1)
+        ops.apgd_step_(x_adv, x_prev.clone(), grad, x, 1.0, 0.3, norm="l2")
+        results.append(x_adv)
+    assert torch.equal(results[0], results[1])
+
+
 # ---- errors -------------------------------------------------------------------------------------------
 
 
@@ -357,6 +559,78 @@ def test_random_start_rejects_unknown_norm() -> None:
         ops.random_start_(torch.empty_like(x), x, 0.1, "l1")
 
 
+def _apgd_args(**change):
+    x = torch.rand(2, 3)
+    args = {
+        "x_adv": x.clone(),
+        "x_prev": x.clone(),
+        "grad": torch.randn(2, 3),
+        "x": x,
+        "eps": 0.1,
+        "eta": 0.01,
+        "momentum": 0.75,
+        "lo": 0.0,
+        "hi": 1.0,
+        "norm": "linf",
+        "mask": None,
+    }
+    args.update(change)
+    return args
+
+
+BAD_APGD_ARGS = [
+    ({"eps": -0.1}, "eps must be finite and >= 0"),
+    ({"eta": math.inf}, "eta must be finite and >= 0"),
+    ({"eta": -1.0}, "eta must be finite and >= 0"),
+    ({"momentum": 1.5}, "momentum must be in [0, 1]"),
+    ({"momentum": math.nan}, "momentum must be in [0, 1]"),
+    ({"norm": "l1"}, 'norm must be "linf" or "l2", got "l1"'),
+    ({"lo": 1.0, "hi": 0.0}, "bounds need lo <= hi"),
+    ({"x_prev": torch.rand(2, 4)}, "x_prev must have the shape of x_adv"),
+    ({"x_prev": torch.rand(2, 3, dtype=torch.float64)}, "x_prev must have the dtype of x_adv"),
+    ({"x_prev": torch.rand(2, 3, device="meta")}, "x_prev must be on the device of x_adv"),
+    ({"x_prev": torch.rand(1, 3).expand(2, 3)}, "x_prev has internal overlap"),
+    ({"grad": torch.randn(3, 3)}, "grad must have the shape of x_adv"),
+    ({"eta": torch.full((3,), 0.1)}, "eta per sample must have shape [2]"),
+    ({"eta": torch.ones(2, dtype=torch.int32)}, "eta per sample must be floating"),
+    ({"mask": torch.ones(2)}, "mask must be bool"),
+    ({"x_adv": torch.zeros(2, 3, dtype=torch.int64), "x_prev": torch.zeros(2, 3, dtype=torch.int64)}, "x_adv must be"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_APGD_ARGS, ids=[m for _, m in BAD_APGD_ARGS])
+def test_apgd_step_rejects_bad_arguments(change: dict, message: str) -> None:
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ops.apgd_step_(**_apgd_args(**change))
+
+
+def test_apgd_wrapper_rejects_a_momentum_that_is_not_a_number() -> None:
+    with pytest.raises(TypeError, match="momentum must be a float in \\[0, 1\\]"):
+        ops.apgd_step_(**_apgd_args(momentum="0.75"))
+
+
+def _apgd_aliases() -> list[tuple[str, dict, str]]:
+    """Arguments of apgd_step_ that share memory with x_adv or x_prev (both written at every element)."""
+    x = torch.rand(2, 3)
+    buf = torch.rand(2, 6)
+    shared = torch.rand(2, 3)
+    return [
+        ("x_prev is x_adv", {"x_adv": shared, "x_prev": shared}, "x_adv and x_prev share memory"),
+        ("x_prev overlaps x_adv", {"x_adv": buf[:, :3], "x_prev": buf[:, 2:5]}, "x_adv and x_prev share memory"),
+        ("grad is x_adv", {"x_adv": shared, "grad": shared}, "x_adv and grad share memory"),
+        ("grad is x_prev", {"x_prev": shared, "grad": shared}, "x_prev and grad share memory"),
+        ("x is x_prev", {"x_prev": x, "x": x}, "x_prev and x share memory"),
+        ("eta is a view of x_prev", {"x_prev": shared, "eta": shared[:, 0]}, "x_prev and eta share memory"),
+        ("eps is a view of x_adv", {"x_adv": shared, "eps": shared[:, 1]}, "x_adv and eps share memory"),
+    ]
+
+
+@pytest.mark.parametrize(("change", "message"), [a[1:] for a in _apgd_aliases()], ids=[a[0] for a in _apgd_aliases()])
+def test_apgd_step_rejects_aliasing(change: dict, message: str) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        ops.apgd_step_(**_apgd_args(**change))
+
+
 # ---- opcheck --------------------------------------------------------------------------------------------
 
 
@@ -374,10 +648,19 @@ def _opcheck_samples() -> list[tuple[str, tuple, dict]]:
     for norm in ("linf", "l2"):
         samples.append(("random_start_", (torch.empty_like(x), x, 0.1, norm, 0.0, 1.0), {}))
         samples.append(("random_start_", (torch.empty_like(x), x, 0.0, norm, 0.0, 1.0, eps_t), {}))
+    x_prev = (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+    for norm in ("linf", "l2"):
+        samples.append(("apgd_step_", (x.clone(), x_prev.clone(), grad, x, 0.1, 0.02, 0.75, 0.0, 1.0, norm), {}))
+        samples.append(
+            ("apgd_step_", (x.clone(), x_prev.clone(), grad, x, 0.0, 0.0, 1.0, 0.0, 1.0, norm, eps_t, eps_t, mask), {})
+        )
+        cl = x.contiguous(memory_format=torch.channels_last)
+        prev_cl = x_prev.contiguous(memory_format=torch.channels_last)
+        samples.append(("apgd_step_", (cl.clone(), prev_cl.clone(), grad, cl, 0.1, 0.02, 0.75, -1.0, 2.0, norm), {}))
     return samples
 
 
-@pytest.mark.parametrize(("name", "args", "kwargs"), _opcheck_samples())
+@pytest.mark.parametrize(("name", "args", "kwargs"), _opcheck_samples(), ids=lambda v: v if isinstance(v, str) else "")
 def test_opcheck(name: str, args: tuple, kwargs: dict) -> None:
     """Schema (declared mutation), autograd registration, fake kernel and AOT dispatch agree with the op."""
     op = getattr(torch.ops.advfast, name).default

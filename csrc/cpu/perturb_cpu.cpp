@@ -38,11 +38,12 @@ namespace {
 Kernels kernels_for(Isa isa) {
 #if ADVFAST_HAVE_AVX2_CLONE
   if (isa == Isa::Avx2) {
-    return {&avx2::linf_step_kernel, &avx2::l2_step_kernel, &avx2::linf_start_kernel, &avx2::l2_start_kernel};
+    return {&avx2::linf_step_kernel,  &avx2::l2_step_kernel,  &avx2::linf_start_kernel,
+            &avx2::l2_start_kernel,   &avx2::apgd_linf_kernel, &avx2::apgd_l2_kernel};
   }
 #endif
-  return {&baseline::linf_step_kernel, &baseline::l2_step_kernel, &baseline::linf_start_kernel,
-          &baseline::l2_start_kernel};
+  return {&baseline::linf_step_kernel, &baseline::l2_step_kernel,   &baseline::linf_start_kernel,
+          &baseline::l2_start_kernel,  &baseline::apgd_linf_kernel, &baseline::apgd_l2_kernel};
 }
 
 Kernels active_kernels() { return kernels_for(active_isa()); }

@@ -1,5 +1,8 @@
-// Device-side plumbing for the CUDA ops: vector packs, block reductions, grid sizing. No op formulas here.
+// Device-side plumbing for the CUDA ops: vector packs, block reductions of SquareSum (advfast/perturb.h), grid
+// sizing and shared-memory limits. No op formulas here.
 #pragma once
+
+#include "advfast/perturb.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -37,58 +40,56 @@ __device__ __forceinline__ void store_pack(scalar_t* p, const Pack<scalar_t, VEC
 }
 
 template <typename T>
-__device__ __forceinline__ T device_sqrt(T v) {
-  if constexpr (sizeof(T) == sizeof(float)) {
-    return sqrtf(v);
-  } else {
-    return sqrt(v);
-  }
+__device__ __forceinline__ SquareSum<T> shuffle_down(const SquareSum<T>& v, int offset) {
+  return {__shfl_down_sync(0xffffffffu, v.small, offset), __shfl_down_sync(0xffffffffu, v.big, offset)};
 }
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 32 warps), returned to every thread.
 // warp_sums is a __shared__ array of blockDim.x / 32 entries; it may be reused as soon as this returns.
 template <typename T>
-__device__ T block_sum(T v, T* warp_sums) {
+__device__ SquareSum<T> block_sum(SquareSum<T> v, SquareSum<T>* warp_sums) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) {
-    v += __shfl_down_sync(0xffffffffu, v, offset);
+    v = v + shuffle_down(v, offset);
   }
   if (lane == 0) {
     warp_sums[warp] = v;
   }
   __syncthreads();
   if (warp == 0) {
-    v = lane < warps ? warp_sums[lane] : T(0);
+    v = lane < warps ? warp_sums[lane] : SquareSum<T>::zero();
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
-      v += __shfl_down_sync(0xffffffffu, v, offset);
+      v = v + shuffle_down(v, offset);
     }
     if (lane == 0) {
       warp_sums[0] = v;
     }
   }
   __syncthreads();
-  const T total = warp_sums[0];
+  const SquareSum<T> total = warp_sums[0];
   __syncthreads();
   return total;
 }
 
 // values[0] + values[1] + ... in that order: every block that folds the same partials gets the same bits.
 template <typename T>
-__device__ T ordered_sum(const T* values, int64_t count) {
-  T total = T(0);
+__device__ SquareSum<T> ordered_sum(const SquareSum<T>* values, int64_t count) {
+  SquareSum<T> total = SquareSum<T>::zero();
   for (int64_t k = 0; k < count; ++k) {
-    total += values[k];
+    total = total + values[k];
   }
   return total;
 }
 
-// Blocks that the current device runs at once with 256-thread blocks (8 per SM); queried once per device.
-inline int max_resident_blocks() {
-  constexpr int kMaxDevices = 64;
+constexpr int kMaxDevices = 64;
+
+// A device attribute of the current device, queried once per device.
+template <cudaDeviceAttr Attribute>
+int device_attribute() {
   static std::array<int, kMaxDevices> cached{};
   static std::mutex lock;
   const int device = c10::cuda::current_device();
@@ -96,13 +97,39 @@ inline int max_resident_blocks() {
   if (device < kMaxDevices && cached[device] > 0) {
     return cached[device];
   }
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks = std::max(1, sms) * 8;
+  int value = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, Attribute, device));
   if (device < kMaxDevices) {
-    cached[device] = blocks;
+    cached[device] = value;
   }
-  return blocks;
+  return value;
+}
+
+// Blocks that the current device runs at once with 256-thread blocks (8 per SM).
+inline int max_resident_blocks() {
+  return std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>()) * 8;
+}
+
+// Dynamic shared memory a block may use on the current device once its kernel opted in (48 KiB without).
+inline int64_t opt_in_shared_bytes() {
+  return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>();
+}
+
+// Lets `kernel` launch with up to `bytes` of dynamic shared memory on the current device (once per kernel and
+// device; the attribute is a property of the function, not of a launch).
+template <typename Kernel>
+void allow_dynamic_shared(Kernel* kernel, int bytes) {
+  static std::array<int, kMaxDevices> allowed{};
+  static std::mutex lock;
+  const int device = c10::cuda::current_device();
+  std::lock_guard<std::mutex> guard(lock);
+  if (device < kMaxDevices && allowed[device] >= bytes) {
+    return;
+  }
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  if (device < kMaxDevices) {
+    allowed[device] = bytes;
+  }
 }
 
 // Grid for a grid-stride loop over `items` with `threads` per block: enough blocks to cover the items, capped

@@ -47,8 +47,26 @@ struct StartCall {
   int64_t per_sample() const { return batch() == 0 ? 0 : x_adv.numel() / batch(); }
 };
 
+// An APGD momentum step after checks: x_adv, x_prev, grad and x share strides (dense, batch outermost).
+struct ApgdCall {
+  at::Tensor x_adv;
+  at::Tensor x_prev;
+  at::Tensor grad;
+  at::Tensor x;
+  PerSample eps;
+  PerSample eta;
+  double momentum = 0.75;
+  double lo = 0.0;
+  double hi = 1.0;
+  c10::optional<at::Tensor> mask;
+
+  int64_t batch() const { return x_adv.size(0); }
+  int64_t per_sample() const { return batch() == 0 ? 0 : x_adv.numel() / batch(); }
+};
+
 using StepKernel = void (*)(const StepCall&);
 using StartKernel = void (*)(const StartCall&);
+using ApgdKernel = void (*)(const ApgdCall&);
 
 // Checks the arguments of linf_step_ / l2_step_, runs `kernel` on a normalised layout, writes back into x_adv.
 void run_step(
@@ -85,12 +103,34 @@ void run_random_start(
     StartKernel linf_kernel,
     StartKernel l2_kernel);
 
+// Checks the arguments of apgd_step_, runs the kernel of the chosen norm on a normalised layout, writes back
+// into x_adv and x_prev.
+void run_apgd_step(
+    const char* op,
+    const at::Tensor& x_adv,
+    const at::Tensor& x_prev,
+    const at::Tensor& grad,
+    const at::Tensor& x,
+    double eps,
+    double eta,
+    double momentum,
+    double lo,
+    double hi,
+    c10::string_view norm,
+    const c10::optional<at::Tensor>& eps_per_sample,
+    const c10::optional<at::Tensor>& eta_per_sample,
+    const c10::optional<at::Tensor>& mask,
+    ApgdKernel linf_kernel,
+    ApgdKernel l2_kernel);
+
 // One device's loops for every op.
 struct Kernels {
   StepKernel linf_step;
   StepKernel l2_step;
   StartKernel linf_start;
   StartKernel l2_start;
+  ApgdKernel apgd_linf;
+  ApgdKernel apgd_l2;
 };
 
 // The dispatcher entry points of a device whose loops ``KernelsFor()`` returns (asked per call, so the CPU can
@@ -121,10 +161,21 @@ struct DeviceOps {
                      kernels.linf_start, kernels.l2_start);
   }
 
+  static void apgd_step(
+      const at::Tensor& x_adv, const at::Tensor& x_prev, const at::Tensor& grad, const at::Tensor& x, double eps,
+      double eta, double momentum, double lo, double hi, c10::string_view norm,
+      const c10::optional<at::Tensor>& eps_per_sample, const c10::optional<at::Tensor>& eta_per_sample,
+      const c10::optional<at::Tensor>& mask) {
+    const Kernels kernels = KernelsFor();
+    run_apgd_step("advfast::apgd_step_", x_adv, x_prev, grad, x, eps, eta, momentum, lo, hi, norm, eps_per_sample,
+                  eta_per_sample, mask, kernels.apgd_linf, kernels.apgd_l2);
+  }
+
   static void register_into(torch::Library& m) {
     m.impl("linf_step_", &linf_step);
     m.impl("l2_step_", &l2_step);
     m.impl("random_start_", &random_start);
+    m.impl("apgd_step_", &apgd_step);
   }
 };
 
