@@ -5,6 +5,7 @@ point, the attack registry, the CLI's --attack flags, the caller's model left as
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import numpy as np
@@ -170,7 +171,7 @@ def test_apgd_compacts_broken_points(digits64) -> None:
     counting = Counting(model)
     x_adv = apgd(counting, x, y, eps=2 * EPS, steps=20, generator=torch.Generator().manual_seed(0))
     sizes = counting.sizes[1:]  # after the clean forward
-    assert all(later <= earlier for earlier, later in zip(sizes, sizes[1:], strict=False))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(sizes))
     with torch.no_grad():
         broken = model(x_adv).argmax(1) != y
     assert 0 < int(broken.sum()) < len(y)
