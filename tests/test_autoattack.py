@@ -21,6 +21,7 @@ from advfast.attacks.square import margin, p_schedule
 from advfast.eval import ATTACKS, autoattack, evaluate_robustness, get_attack, run_ensemble
 
 EPS = 0.05  # digits are 8x8 in [0, 1]; at this radius some points are robust, some are not
+SHORT = {"apgd-ce": {"steps": 10}, "apgd-t": {"steps": 10, "targets": 2}, "square": {"queries": 100}}
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,9 @@ def test_apgd_compacts_broken_points(digits64) -> None:
 
 def test_autoattack_compacts_across_stages(digits64) -> None:
     model, x, y = digits64
-    result = autoattack(model, x, y, eps=EPS, attacks=["apgd-ce", "square"], batch_size=16)
+    result = autoattack(
+        model, x, y, eps=EPS, attacks=["apgd-ce", "square"], settings={"square": {"queries": 300}}, batch_size=16
+    )
     # Each stage attacks exactly the points the earlier ones left robust.
     assert result.points["apgd-ce"] == round(result.accuracy["clean"] * len(y))
     assert result.points["square"] == round(result.accuracy["apgd-ce"] * len(y))
@@ -202,23 +205,26 @@ def test_square_queries_stay_in_the_ball_and_bounds(digits64, norm) -> None:
     eps = EPS if norm == "linf" else 0.5
     counting = Counting(model)
     counting.keep_inputs = True
-    x_adv = square(counting, x, y, eps=eps, norm=norm, queries=200, generator=torch.Generator().manual_seed(0))
+    x_adv = square(counting, x, y, eps=eps, norm=norm, queries=100, generator=torch.Generator().manual_seed(0))
     queried = torch.cat(counting.inputs[1:])  # after the clean forward
     assert queried.min() >= 0 and queried.max() <= 1
     # Every query lies within eps of one of the clean images (the batch is compacted, so rows move).
     flat, clean = queried.flatten(1), x.flatten(1)
     distance = torch.cdist(flat, clean, p=math.inf if norm == "linf" else 2).amin(dim=1)
-    assert float(distance.max()) <= eps * (1 + 1e-5)
+    # L-inf is exact; L2 rescales to norm eps in float32, as the reference does: within its rounding.
+    slack = 1e-6 if norm == "linf" else 1e-4
+    assert float(distance.max()) <= eps * (1 + slack)
     norms = (x_adv - x).flatten(1).norm(p=math.inf if norm == "linf" else 2, dim=1)
-    assert float(norms.max()) <= eps * (1 + 1e-5)
+    assert float(norms.max()) <= eps * (1 + slack)
 
 
 def test_square_only_ever_lowers_the_margin(digits64) -> None:
     """With the same seed a longer search extends a shorter one, so each point's margin never rises with the
     query budget."""
     model, x, y = digits64
+    x, y = x[:32], y[:32]
     margins = []
-    for queries in (20, 80, 320):
+    for queries in (10, 40, 160):
         x_adv = square(model, x, y, eps=EPS, queries=queries, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             margins.append(margin(model(x_adv), y))
@@ -240,7 +246,7 @@ def test_autoattack_is_the_worst_case_of_its_attacks(digits64) -> None:
     stage is APGD-CE alone, point for point; every later stage only removes points, so it is never more accurate
     than any of its attacks alone; and its stages' accuracies fall in order."""
     model, x, y = digits64
-    small = {"apgd-ce": {"steps": 30}, "apgd-t": {"steps": 20, "targets": 3}, "square": {"queries": 300}}
+    small = {"apgd-ce": {"steps": 20}, "apgd-t": {"steps": 10, "targets": 2}, "square": {"queries": 150}}
     stages = [(get_attack(name), get_attack(name).settings(small[name])) for name in small]
     ensemble = run_ensemble(
         model, x, y, stages, eps=EPS, norm="linf", bounds=(0.0, 1.0), seed=0, batch_size=64, device=torch.device("cpu")
@@ -275,12 +281,14 @@ def test_registry_specs_are_complete_and_settings_checked() -> None:
         get_attack("square").settings({"steps": 10})
 
 
+@pytest.mark.slow
 def test_every_registered_attack_runs_through_the_evaluation(digits64) -> None:
     model, x, y = digits64
     small = {"apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2}, "square": {"queries": 30},
              "autoattack": {"stages": ("apgd-ce", "square")}}  # fmt: skip
+    x, y = x[:12], y[:12]
     result = evaluate_robustness(
-        model, (x[:32], y[:32]), eps=[EPS], attacks=list(ATTACKS), settings=small, pgd_steps=5, progress=False,
+        model, (x, y), eps=[EPS], attacks=list(ATTACKS), settings=small, pgd_steps=5, progress=False,
     )  # fmt: skip
     assert result.attacks == list(ATTACKS)
     assert result.settings["square"] == {"queries": 30, "p_init": 0.8}
@@ -311,7 +319,7 @@ def test_model_and_inputs_left_as_they_were(digits64, attack) -> None:
         "apgd": lambda: apgd(model, x, y, eps=EPS, steps=3),
         "apgd_targeted": lambda: apgd_targeted(model, x, y, eps=EPS, steps=3, targets=2),
         "square": lambda: square(model, x, y, eps=EPS, queries=5),
-        "autoattack": lambda: autoattack(model, x, y, eps=EPS, attacks=["apgd-ce", "square"]),
+        "autoattack": lambda: autoattack(model, x, y, eps=EPS, settings=SHORT),
     }
     calls[attack]()
     assert all(m.training for m in model.modules())
@@ -339,6 +347,7 @@ def test_model_and_inputs_left_as_they_were(digits64, attack) -> None:
         (lambda m, x, y: autoattack(m, x, y, eps=float("nan")), "eps"),
         (lambda m, x, y: autoattack(m, x, y, eps=0.1, attacks=["fab-t"]), "attack"),
         (lambda m, x, y: autoattack(m, x, y, eps=0.1, batch_size=0), "batch_size"),
+        (lambda m, x, y: autoattack(m, x, y, eps=0.1, settings={"fab-t": {}}), "settings"),
         (lambda m, x, y: autoattack(m, x, y[:-1], eps=0.1), "y"),
     ],
 )
@@ -365,14 +374,14 @@ def digits_run(tmp_path_factory):
 def test_cli_eval_and_attack_take_attack_names(digits_run, tmp_path, capsys) -> None:
     from advfast.cli import main
 
-    code = main(["eval", str(digits_run), "--eps", "0.05", "--attack", "fgsm", "apgd-ce", "--no-sanity",
-                 "--no-progress", "--out", str(tmp_path / "eval")])  # fmt: skip
+    code = main(["eval", str(digits_run), "--eps", "0.05", "--attack", "fgsm", "pgd", "--steps", "5",
+                 "--no-sanity", "--no-progress", "--out", str(tmp_path / "eval")])  # fmt: skip
     assert code == 0
     import json
 
     report = json.loads((tmp_path / "eval" / "report.json").read_text())["result"]
-    assert report["attacks"] == ["fgsm", "apgd-ce"] and report["settings"]["apgd-ce"]["steps"] == 100
-    assert "APGD-CE" in (tmp_path / "eval" / "report.md").read_text()
+    assert report["attacks"] == ["fgsm", "pgd"] and report["settings"]["pgd"]["steps"] == 5
+    assert "PGD-5" in (tmp_path / "eval" / "report.md").read_text()
     code = main(["attack", str(digits_run), "--eps", "0.05", "--attack", "apgd-ce", "fgsm", "--limit", "20",
                  "--out", str(tmp_path / "adv.npz")])  # fmt: skip
     assert code == 0

@@ -4,8 +4,9 @@ and Square."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Real
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ def autoattack(
     eps: float,
     norm: str = "linf",
     attacks: Sequence[str] = STANDARD,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 250,
     seed: int = 0,
@@ -51,6 +53,8 @@ def autoattack(
             while the model runs on a GPU.
         eps: the radius (L-inf or L2). norm: ``"linf"`` or ``"l2"``.
         attacks: the attacks in order (registry names; default the standard three).
+        settings: per attack, settings to change from the standard version's (e.g. ``{"square": {"queries":
+            1000}}``: a cheaper, weaker evaluation).
         bounds: the valid input range. batch_size: points per attack call. seed: for every random draw.
 
     Returns:
@@ -73,7 +77,7 @@ def autoattack(
         attacks = [attacks]
     for name in attacks:
         get_attack(name)  # a clear error for an unknown name before any work
-    stages = stage_specs({"stages": tuple(attacks)}) if attacks else []
+    stages = stage_specs({"stages": tuple(attacks)}, settings) if attacks else []
     if not stages:
         raise ValueError("attacks must name at least one attack")
     device = model_device(model) if device is None else torch.device(device)

@@ -10,16 +10,21 @@ from advfast.eval.ensemble import run_ensemble
 STANDARD = ("apgd-ce", "apgd-t", "square")
 
 
-def stage_specs(settings) -> list:
-    """(spec, settings) of each stage, from the registry, each at its defaults (the standard version's)."""
+def stage_specs(settings, overrides=None) -> list:
+    """(spec, settings) of each stage, from the registry, each at its defaults (the standard version's) updated
+    by ``overrides[name]``."""
     from advfast.eval.attacks import get_attack
 
+    overrides = dict(overrides or {})
+    stray = sorted(set(overrides) - set(settings["stages"]))
+    if stray:
+        raise ValueError(f"settings name attacks that are not stages: {stray} (stages: {list(settings['stages'])})")
     stages = []
     for name in settings["stages"]:
         spec = get_attack(name)
         if spec.family == "ensemble":
             raise ValueError(f"autoattack settings: stages must be single attacks, got the ensemble {name!r}")
-        stages.append((spec, spec.settings()))
+        stages.append((spec, spec.settings(overrides.get(name))))
     return stages
 
 
