@@ -16,7 +16,8 @@ the image it covers, :func:`p_schedule`): ``s = round(sqrt(p D / C))``, at least
 
 As in the reference, the window, its position and the L-inf signs are drawn once per query for the whole batch,
 from ``generator`` in the reference's order, so a CPU generator seeded like its ``torch.manual_seed(seed)``
-makes its draws; this also makes a sample's queries independent of which other samples are in the batch.
+makes its draws and, but for ties between equal margins that a rounding can break either way, its decisions;
+this also makes a sample's queries independent of which other samples are in the batch.
 Compaction: a sample leaves at the query that misclassifies it. And an L-inf query whose answer a sample
 already knows is not sent to the model for it: when its window already holds the proposal, or when it asked
 about the same proposal (side, corner, signs) since its last accepted change and was refused then (the input
