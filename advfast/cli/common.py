@@ -134,6 +134,20 @@ def chosen_fields(args: argparse.Namespace, config_class: type[RunConfig]) -> di
     return {f.name: getattr(args, f.name) for f in fields(config_class) if getattr(args, f.name, None) is not None}
 
 
+# ---- attacks ---------------------------------------------------------------------------------------------------
+
+
+def add_attack_flag(parser: argparse.ArgumentParser, *, default: list[str]) -> None:
+    """``--attack NAME [NAME ...]``: names of the attack registry (advfast.eval.attacks), its help listing each."""
+    from advfast.eval.attacks import ATTACKS
+
+    listed = "; ".join(f"{name}: {spec.summary}" for name, spec in ATTACKS.items())
+    parser.add_argument(
+        "--attack", nargs="+", choices=list(ATTACKS), default=default, metavar="NAME",
+        help=f"attacks to run, in order (default: {' '.join(default)}). {listed}",
+    )  # fmt: skip
+
+
 # ---- run folders ---------------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,17 @@ def batches(data: EvalData, batch_size: int) -> tuple[Iterable[tuple[Tensor, Ten
     return _checked(loader), count
 
 
+def sample_count(data: EvalData) -> int | None:
+    """How many samples ``data`` holds, where its length says (None for an iterable dataset without one)."""
+    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor):
+        return int(data[0].shape[0])
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _checked(loader: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor]]:
     for index, batch in enumerate(loader):
         if not isinstance(batch, tuple | list) or len(batch) < 2:

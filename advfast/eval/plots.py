@@ -9,21 +9,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advfast.eval.attacks import get_attack
 from advfast.eval.published import Published, check_published, published_points
 from advfast.runtime.files import atomic_write
 
 if TYPE_CHECKING:
     from advfast.eval.result import RobustnessResult
 
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD"}
-
 
 def attack_label(result: RobustnessResult, attack: str) -> str:
-    """ "FGSM", "PGD-40", "PGD-40 x5" (restarts)."""
-    if attack != "pgd":
-        return ATTACK_LABELS.get(attack, attack)
-    restarts = f" x{result.pgd_restarts}" if result.pgd_restarts > 1 else ""
-    return f"PGD-{result.pgd_steps}{restarts}"
+    """The registry's label of ``attack`` with the settings it ran with: "FGSM", "PGD-40 x5", "AutoAttack"."""
+    return get_attack(attack).label(result.settings[attack])
 
 
 def save_robustness_plot(
@@ -56,7 +52,7 @@ def save_robustness_plot(
                 marker="s",
                 markerfacecolor="none",
                 color=line.get_color(),
-                label=f"{ATTACK_LABELS.get(attack, attack)} (published)",
+                label=f"{get_attack(attack).label(get_attack(attack).defaults)} (published)",
             )
     if "clean" in published:
         ax.plot(

@@ -83,6 +83,7 @@ def markdown_report(
     if warnings:
         lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
     lines += _accuracy_table(result, published)
+    lines += _stages_tables(result)
     if plot:
         lines += ["", f"![accuracy against eps]({plot})"]
     lines += ["", *_per_class_table(result)]
@@ -97,16 +98,13 @@ def markdown_report(
 def _setup(result: RobustnessResult) -> str:
     norm = "L∞" if result.norm == "linf" else "L2"
     lo, hi = result.bounds
-    attacks = ", ".join(attack_label(result, attack) for attack in result.attacks)
-    pgd = (
-        f" PGD: {result.pgd_steps} steps of 2.5·ε/{result.pgd_steps}, random start, {result.pgd_restarts} "
-        f"restart(s), early stop."
-        if "pgd" in result.attacks
-        else ""
-    )
+    described = []
+    for attack in result.attacks:
+        settings = ", ".join(f"{k} {_value(v)}" for k, v in result.settings[attack].items())
+        described.append(f"{attack_label(result, attack)} ({settings})" if settings else attack_label(result, attack))
     return (
         f"{result.num_samples} samples, {result.num_classes} classes; {norm} threat model, inputs in "
-        f"[{lo:g}, {hi:g}]; attacks: {attacks}.{pgd} Seed {result.seed}."
+        f"[{lo:g}, {hi:g}]; attacks: {'; '.join(described)}. Seed {result.seed}."
     )
 
 
@@ -130,6 +128,20 @@ def _accuracy_table(result: RobustnessResult, published: Mapping[str, Any]) -> l
     ]
     if unmatched:
         lines += ["", "Published, not measured here: " + "; ".join(unmatched) + "."]
+    return lines
+
+
+def _stages_tables(result: RobustnessResult) -> list[str]:
+    """For each ensemble: the robust accuracy after each of its stages, per eps, and each stage's seconds."""
+    lines: list[str] = []
+    for attack, record in result.stages.items():
+        headers = ["after " + name for name in record.stages]
+        lines += ["", f"### {attack_label(result, attack)}: accuracy after each stage", ""]
+        lines += ["| ε | " + " | ".join(headers) + " |", "|---:|" + "---:|" * len(headers)]
+        for eps, after in zip(result.eps, record.accuracy, strict=True):
+            lines.append(f"| {eps:.4g} | " + " | ".join(_pct(after[name]) for name in record.stages) + " |")
+        spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in record.seconds.items())
+        lines += ["", f"Seconds per stage (all ε): {spent}."]
     return lines
 
 

@@ -1,5 +1,6 @@
 """What :func:`advfast.eval.evaluate_robustness` measured: accuracies, per-class metrics, the extra attack
-runs behind the gradient-masking checks, costs, and the per-sample predictions they all come from."""
+runs behind the gradient-masking checks and what they found, costs, and the per-sample predictions they all
+come from. Plain records: this module imports nothing else of advfast.eval (the checks import it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ from typing import Any
 
 from torch import Tensor
 
-from advfast.eval.sanity import SanityWarning
+
+@dataclass(frozen=True)
+class SanityWarning:
+    """A failed gradient-masking check: its name (a key of :data:`advfast.eval.sanity.CHECKS`) and what was
+    measured."""
+
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"check": self.check, "message": self.message}
 
 
 @dataclass
@@ -43,7 +57,7 @@ class ClassReport:
 class AttackRun:
     """One attack over the whole data at one eps, with its accuracy and per-sample predictions [N]."""
 
-    attack: str  # "fgsm" or "pgd"
+    attack: str  # a registry name ("pgd" for the sanity runs)
     eps: float
     steps: int
     restarts: int
@@ -63,21 +77,36 @@ class AttackRun:
 
 
 @dataclass
+class StageRecord:
+    """An ensemble's stages (e.g. AutoAttack's "clean", "apgd-ce", "apgd-t", "square"): the robust accuracy
+    after each stage at each eps, the seconds each took (over all eps), and per sample the stage that broke it
+    (``broken_by`` [len(eps), N] int8: 0 misclassified clean, j the j-th attack, -1 never broken)."""
+
+    stages: list[str]
+    accuracy: list[dict[str, float]]  # accuracy[i][stage] at eps[i]
+    seconds: dict[str, float]
+    broken_by: Tensor = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": self.stages, "accuracy": self.accuracy, "seconds": self.seconds}
+
+
+@dataclass
 class RobustnessResult:
     """Clean and robust accuracy of a model on a data set.
 
-    ``accuracy[attack][i]`` is the accuracy under ``attack`` at ``eps[i]`` (``eps`` sorted, increasing):
-    the fraction of samples whose adversarial example the model still classifies correctly. The per-sample
-    predictions behind every number are kept (``labels``, ``clean_predictions``, ``predictions``, and those
-    of the ``sanity_runs``), on the CPU, in the order the data gave the samples.
+    ``accuracy[attack][i]`` is the accuracy under ``attack`` (a name of the attack registry,
+    :data:`advfast.eval.attacks.ATTACKS`, run with ``settings[attack]``) at ``eps[i]`` (``eps`` sorted,
+    increasing): the fraction of samples whose adversarial example the model still classifies correctly. The
+    per-sample predictions behind every number are kept (``labels``, ``clean_predictions``, ``predictions``, and
+    those of the ``sanity_runs``), on the CPU, in the order the data gave the samples.
     """
 
     eps: list[float]
     norm: str
     attacks: list[str]
+    settings: dict[str, dict[str, Any]]  # attack -> its settings (steps, restarts, queries, ...)
     bounds: tuple[float, float]
-    pgd_steps: int
-    pgd_restarts: int
     seed: int
     num_samples: int
     num_classes: int
@@ -91,6 +120,7 @@ class RobustnessResult:
     labels: Tensor = field(repr=False)  # [N] int64
     clean_predictions: Tensor = field(repr=False)  # [N] int64
     predictions: dict[str, Tensor] = field(repr=False)  # attack -> [len(eps), N] int64
+    stages: dict[str, StageRecord] = field(default_factory=dict)  # ensemble attack -> its stages
 
     @property
     def chance_accuracy(self) -> float:
@@ -109,17 +139,21 @@ class RobustnessResult:
             "eps": self.eps,
             "norm": self.norm,
             "attacks": self.attacks,
+            "settings": {name: _json_ready(values) for name, values in self.settings.items()},
             "bounds": list(self.bounds),
-            "pgd_steps": self.pgd_steps,
-            "pgd_restarts": self.pgd_restarts,
             "seed": self.seed,
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
             "clean_accuracy": self.clean_accuracy,
             "accuracy": self.accuracy,
+            "stages": {name: record.to_dict() for name, record in self.stages.items()},
             "per_class": [report.to_dict() for report in self.per_class],
             "seconds": self.seconds,
             "sanity_runs": {name: run.to_dict() for name, run in self.sanity_runs.items()},
             "sanity_checks": self.sanity_checks,
             "warnings": [warning.to_dict() for warning in self.warnings],
         }
+
+
+def _json_ready(settings: dict[str, Any]) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in settings.items()}

@@ -1,53 +1,53 @@
-"""Clean and robust accuracy of a classifier over a data set, at several eps, under FGSM and PGD."""
+"""Clean and robust accuracy of a classifier over a data set, at several eps, under any attacks of the registry."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from numbers import Real
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from advfast.attacks import fgsm, pgd, preserved_model_state
+from advfast.attacks import preserved_model_state
 from advfast.attacks.validation import check_bounds, check_logits, check_norm
 from advfast.checks import check_count
-from advfast.eval.batches import EvalData, batches
+from advfast.eval.attacks import ATTACKS, AttackSpec, get_attack
+from advfast.eval.batches import EvalData, batches, sample_count
+from advfast.eval.columns import Columns
 from advfast.eval.metrics import accuracy, class_report
 from advfast.eval.predict import model_device
-from advfast.eval.result import AttackRun, RobustnessResult
+from advfast.eval.result import AttackRun, RobustnessResult, StageRecord
 from advfast.eval.sanity import applicable_checks, check_gradient_masking
 from advfast.runtime.seeds import derive_seed
 
 Model = Callable[[Tensor], Tensor]
 
-ATTACKS = ("fgsm", "pgd")
+DEFAULT_ATTACKS = ("fgsm", "pgd")
 
 
 @dataclass(frozen=True)
 class _Run:
     """One attack configuration, run on every batch. ``eps`` None: unbounded (the whole input range)."""
 
-    key: str  # "fgsm@<i>", "pgd@<i>" for eps[i]; or a sanity run's name
-    attack: str
+    key: str  # "<attack>@<i>" for eps[i]; or a sanity run's name
+    spec: AttackSpec
+    settings: Mapping[str, Any] = field(hash=False)
     eps: float | None
-    steps: int
-    restarts: int
-    random_start: bool
     part: str  # where its time is counted: the attack, or "sanity"
 
     @property
     def label(self) -> str:
         """For the progress bar: "pgd eps=0.1", or the sanity run's name."""
-        return self.key if "@" not in self.key else f"{self.attack} eps={self.eps:g}"
+        return self.key if "@" not in self.key else f"{self.spec.name} eps={self.eps:g}"
 
     @property
     def cost(self) -> int:
-        """Forward-backward passes per batch, the unit of the progress bar."""
-        return self.steps * self.restarts
+        return self.spec.cost(self.settings)
 
 
 def evaluate_robustness(
@@ -56,7 +56,8 @@ def evaluate_robustness(
     *,
     eps: Sequence[float],
     norm: str = "linf",
-    attacks: Sequence[str] = ATTACKS,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
     pgd_steps: int = 40,
     pgd_restarts: int = 1,
     bounds: tuple[float, float] = (0.0, 1.0),
@@ -71,14 +72,16 @@ def evaluate_robustness(
         clean accuracy = (1/N) * sum_i [argmax f(x_i) == y_i]
         robust accuracy(attack, eps) = (1/N) * sum_i [argmax f(x'_i) == y_i],  x'_i = attack(f, x_i, y_i, eps)
 
-    where ``"fgsm"`` is :func:`advfast.fgsm` (one step of size eps from x) and ``"pgd"`` is
-    :func:`advfast.pgd` with ``pgd_steps`` steps of the default size ``2.5 * eps / steps``, a random start,
-    ``pgd_restarts`` restarts and ``early_stop=True`` (a sample once fooled stays fooled, so more restarts,
-    or more steps of the same size, never raise the accuracy). Inputs are batched as
-    :func:`advfast.eval.batches.batches` says and run on ``device`` (default: where the model's parameters
-    are). The random starts of batch ``b`` (from 0) come from a generator on ``device`` seeded with
-    ``derive_seed(seed, b)`` (:mod:`advfast.runtime.seeds`), the same for every attack and eps: the same seed
-    gives the same numbers, and the checks compare attacks on equal terms.
+    ``attacks`` are names of the attack registry (:data:`advfast.eval.attacks.ATTACKS`): ``"fgsm"``
+    (:func:`advfast.fgsm`, one step of size eps from x), ``"pgd"`` (:func:`advfast.pgd` with ``pgd_steps`` steps
+    of ``2.5 * eps / steps``, a random start, ``pgd_restarts`` restarts and early stop), ``"apgd-ce"``,
+    ``"apgd-t"``, ``"square"`` and ``"autoattack"`` (APGD-CE, APGD-T and Square in turn on the points still
+    robust; per-stage accuracies in ``result.stages``), each with its defaults updated by ``settings[name]``.
+    Inputs are batched as :func:`advfast.eval.batches.batches` says and run on ``device`` (default: where the
+    model's parameters are). The random draws of batch ``b`` (from 0) are seeded with ``derive_seed(seed, b)``
+    (:mod:`advfast.runtime.seeds`), the same for every attack and eps: the same seed gives the same numbers, and
+    the checks compare attacks on equal terms. Per-sample outputs go into preallocated tensors, so memory does
+    not grow with the number of batches.
 
     With ``sanity``, PGD also runs at the largest eps with twice the steps and with twice the restarts, and
     with an unbounded eps from the clean input, and :func:`advfast.eval.sanity.check_gradient_masking`
@@ -89,15 +92,16 @@ def evaluate_robustness(
         model: maps x [B, ...] to logits [B, C]; an ``nn.Module`` is run in eval mode and left as it was.
         data: a Dataset of (x, y), a DataLoader of (x, y) batches, or (x, y) tensors; y integer class labels.
         eps: the radii to evaluate, each finite and >= 0 (sorted, duplicates dropped, in the result).
-        norm: ``"linf"`` or ``"l2"``. attacks: names from ``("fgsm", "pgd")``.
-        pgd_steps, pgd_restarts: PGD's steps per restart and restarts. bounds: the valid input range.
-        batch_size: samples per batch for a Dataset or tensors (a DataLoader keeps its own).
-        seed: for the random starts. progress: a tqdm bar counting gradient steps over batches.
+        norm: ``"linf"`` or ``"l2"``. attacks: registry names, run in this order.
+        settings: per attack name, settings to change (e.g. ``{"square": {"queries": 1000}}``); PGD's are
+            ``pgd_steps`` and ``pgd_restarts`` (steps per restart and restarts, also the sanity runs' base).
+        bounds: the valid input range. batch_size: samples per batch for a Dataset or tensors (a DataLoader
+            keeps its own). seed: for the random draws. progress: a tqdm bar counting model evaluations.
 
     Returns:
-        a :class:`RobustnessResult` with the accuracies, per-class metrics (clean, and under the strongest
-        attack at the largest eps: PGD when run), the sanity runs and warnings, seconds per part, and the
-        per-sample predictions.
+        a :class:`RobustnessResult` with the accuracies, each attack's settings, per-class metrics (clean, and
+        under the strongest attack at the largest eps), ensembles' stages, the sanity runs and warnings, seconds
+        per part, and the per-sample predictions.
     """
     started = time.perf_counter()
     eps_list = _check_eps(eps)
@@ -108,21 +112,23 @@ def evaluate_robustness(
     lo, hi = check_bounds(bounds)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    attack_settings = _check_settings(settings, attack_names, pgd_steps, pgd_restarts)
     batch_iter, num_batches = batches(data, batch_size)
     device = model_device(model) if device is None else torch.device(device)
-    runs = _plan(eps_list, attack_names, pgd_steps, pgd_restarts, sanity)
+    runs = _plan(eps_list, attack_names, attack_settings, pgd_steps, pgd_restarts, sanity)
 
     seconds = dict.fromkeys(["clean", *attack_names, *(["sanity"] if sanity else [])], 0.0)
-    labels: list[Tensor] = []
-    clean: list[Tensor] = []
-    adversarial: dict[str, list[Tensor]] = {run.key: [] for run in runs}
+    stage_seconds: dict[str, dict[str, float]] = {}
+    stage_names: dict[str, list[str]] = {}
+    columns = Columns(sample_count(data) or 1024)
     unbounded_eps = math.nan
     num_classes = 0
+    done = 0
     per_batch = 1 + sum(run.cost for run in runs)
     bar = tqdm(
         total=None if num_batches is None else num_batches * per_batch,
         desc="robust eval",
-        unit="step",
+        unit="eval",
         disable=not progress,
     )
     with bar:
@@ -135,8 +141,8 @@ def evaluate_robustness(
             if num_classes and classes != num_classes:
                 raise ValueError(f"model returned {classes} logits for batch {index}, {num_classes} before")
             num_classes = classes
-            labels.append(y.cpu())
-            clean.append(predicted.cpu())
+            columns.put("labels", done, y)
+            columns.put("clean", done, predicted)
             seconds["clean"] += time.perf_counter() - tick
             bar.update(1)
             unbounded_eps = _unbounded_eps(norm, lo, hi, x)
@@ -144,34 +150,51 @@ def evaluate_robustness(
                 bar.set_postfix_str(f"batch {index + 1}, {run.label}", refresh=False)
                 tick = time.perf_counter()
                 radius = unbounded_eps if run.eps is None else run.eps
-                x_adv = _attack(model, run, x, y, radius, norm, (lo, hi), _generator(device, seed, index))
-                adversarial[run.key].append(_predict(model, x_adv, y)[0].cpu())
+                out = run.spec.run(
+                    model, x, y, eps=radius, norm=norm, bounds=(lo, hi), seed=derive_seed(seed, index),
+                    settings=run.settings,
+                )  # fmt: skip
+                columns.put(run.key, done, _predict(model, out.x_adv, y)[0])
+                if out.broken_by is not None and out.stages is not None:
+                    columns.put(f"{run.key}:broken_by", done, out.broken_by)
+                    stage_names[run.spec.name] = out.stages
+                    totals = stage_seconds.setdefault(run.spec.name, dict.fromkeys(out.stages, 0.0))
+                    for stage, spent in out.seconds.items():
+                        totals[stage] += spent
                 seconds[run.part] += time.perf_counter() - tick
                 bar.update(run.cost)
-    if not labels:
+            done += x.shape[0]
+    if done == 0:
         raise ValueError("data is empty: it gave no samples")
 
-    y_all = torch.cat(labels)
-    clean_predictions = torch.cat(clean)
-    by_key = {run.key: torch.cat(adversarial[run.key]) for run in runs}
+    y_all = columns.take("labels", done)
+    clean_predictions = columns.take("clean", done)
     predictions = {
-        attack: torch.stack([by_key[f"{attack}@{i}"] for i in range(len(eps_list))]) for attack in attack_names
+        attack: torch.stack([columns.take(f"{attack}@{i}", done) for i in range(len(eps_list))])
+        for attack in attack_names
     }
-    if sanity and "pgd" in attack_names:
-        by_key["pgd"] = predictions["pgd"][-1]  # the base of the steps/restarts checks: PGD at the largest eps
-    sanity_runs = {
-        run.key: AttackRun(
-            attack=run.attack,
+    stages = {
+        name: _stage_record(names, [columns.take(f"{name}@{i}:broken_by", done) for i in range(len(eps_list))],
+                            stage_seconds[name])
+        for name, names in stage_names.items()
+    }  # fmt: skip
+    sanity_runs = {}
+    for run in _sanity_runs(eps_list[-1], pgd_steps, pgd_restarts, sanity):
+        # The base of the steps/restarts checks is PGD at the largest eps, run once when PGD is evaluated.
+        shared = run.key == "pgd" and "pgd" in attack_names
+        run_predictions = predictions["pgd"][-1] if shared else columns.take(run.key, done)
+        sanity_runs[run.key] = AttackRun(
+            attack=run.spec.name,
             eps=unbounded_eps if run.eps is None else run.eps,
-            steps=run.steps,
-            restarts=run.restarts,
-            random_start=run.random_start,
-            accuracy=accuracy(by_key[run.key], y_all),
-            predictions=by_key[run.key],
+            steps=run.settings["steps"],
+            restarts=run.settings["restarts"],
+            random_start=run.settings["random_start"],
+            accuracy=accuracy(run_predictions, y_all),
+            predictions=run_predictions,
         )
-        for run in _sanity_runs(eps_list[-1], pgd_steps, pgd_restarts, sanity)
-    }
-    strongest = "pgd" if "pgd" in attack_names else attack_names[-1]
+    accuracies = {attack: [accuracy(p, y_all) for p in predictions[attack]] for attack in attack_names}
+    # Per class under the strongest attack at the largest eps (on a tie, the later one: the stronger family).
+    strongest = min(reversed(attack_names), key=lambda attack: accuracies[attack][-1])
     per_class = [
         class_report("clean", y_all, clean_predictions, num_classes),
         class_report(f"{strongest} eps={eps_list[-1]:g}", y_all, predictions[strongest][-1], num_classes),
@@ -180,14 +203,13 @@ def evaluate_robustness(
         eps=eps_list,
         norm=norm,
         attacks=attack_names,
+        settings=attack_settings,
         bounds=(lo, hi),
-        pgd_steps=pgd_steps,
-        pgd_restarts=pgd_restarts,
         seed=seed,
-        num_samples=int(y_all.shape[0]),
+        num_samples=done,
         num_classes=num_classes,
         clean_accuracy=accuracy(clean_predictions, y_all),
-        accuracy={attack: [accuracy(p, y_all) for p in predictions[attack]] for attack in attack_names},
+        accuracy=accuracies,
         per_class=per_class,
         seconds=seconds,
         sanity_runs=sanity_runs,
@@ -196,6 +218,7 @@ def evaluate_robustness(
         labels=y_all,
         clean_predictions=clean_predictions,
         predictions=predictions,
+        stages=stages,
     )
     if sanity:
         result.sanity_checks = applicable_checks(result)
@@ -223,17 +246,40 @@ def _check_attacks(attacks: Sequence[str]) -> list[str]:
         attacks = [attacks]
     names = list(dict.fromkeys(attacks))
     if not names:
-        raise ValueError(f"attacks must name at least one of {ATTACKS}, got an empty sequence")
+        raise ValueError(f"attacks must name at least one of {list(ATTACKS)}, got an empty sequence")
     unknown = [name for name in names if name not in ATTACKS]
     if unknown:
-        raise ValueError(f"attacks must be names from {ATTACKS}, got unknown {unknown!r}")
+        raise ValueError(f"attacks must be names from {list(ATTACKS)}, got unknown {unknown!r}")
     return names
 
 
-def _plan(eps: list[float], attacks: list[str], steps: int, restarts: int, sanity: bool) -> list[_Run]:
+def _check_settings(
+    settings: Mapping[str, Mapping[str, Any]] | None, attacks: list[str], pgd_steps: int, pgd_restarts: int
+) -> dict[str, dict[str, Any]]:
+    """Every attack's full settings: its defaults, updated from ``settings`` (PGD's from pgd_steps/restarts)."""
+    given = dict(settings or {})
+    if not isinstance(settings, Mapping | None) or not all(isinstance(v, Mapping) for v in given.values()):
+        raise ValueError(f"settings must map attack names to dicts of settings, got {settings!r}")
+    if "pgd" in given:
+        raise ValueError("settings: give PGD's steps and restarts as pgd_steps and pgd_restarts, not settings['pgd']")
+    stray = [name for name in given if name not in attacks]
+    if stray:
+        raise ValueError(f"settings name attacks that are not evaluated: {stray!r} (attacks: {attacks})")
+    given["pgd"] = {"steps": pgd_steps, "restarts": pgd_restarts}
+    return {name: get_attack(name).settings(given.get(name)) for name in attacks}
+
+
+def _plan(
+    eps: list[float],
+    attacks: list[str],
+    settings: dict[str, dict[str, Any]],
+    steps: int,
+    restarts: int,
+    sanity: bool,
+) -> list[_Run]:
     """The attack runs per batch: each attack at each eps, then the sanity runs not already among them."""
     runs = [
-        _Run(f"{attack}@{i}", attack, radius, *_config(attack, steps, restarts), part=attack)
+        _Run(f"{attack}@{i}", get_attack(attack), settings[attack], radius, part=attack)
         for i, radius in enumerate(eps)
         for attack in attacks
     ]
@@ -241,52 +287,34 @@ def _plan(eps: list[float], attacks: list[str], steps: int, restarts: int, sanit
     return runs + [run for run in sanity_runs if not (run.key == "pgd" and "pgd" in attacks)]
 
 
-def _config(attack: str, steps: int, restarts: int) -> tuple[int, int, bool]:
-    """(steps, restarts, random_start): FGSM is one step from x; PGD starts at random."""
-    return (1, 1, False) if attack == "fgsm" else (steps, restarts, True)
-
-
 def _sanity_runs(largest: float, steps: int, restarts: int, sanity: bool) -> list[_Run]:
     if not sanity:
         return []
+    spec = get_attack("pgd")
+
+    def pgd_run(key: str, eps: float | None, **changes: Any) -> _Run:
+        return _Run(key, spec, spec.settings({"steps": steps, "restarts": restarts} | changes), eps, part="sanity")
+
     return [
-        _Run("pgd", "pgd", largest, steps, restarts, True, part="sanity"),
-        _Run("more_steps", "pgd", largest, 2 * steps, restarts, True, part="sanity"),
-        _Run("more_restarts", "pgd", largest, steps, 2 * restarts, True, part="sanity"),
-        _Run("unbounded", "pgd", None, steps, 1, False, part="sanity"),
+        pgd_run("pgd", largest),
+        pgd_run("more_steps", largest, steps=2 * steps),
+        pgd_run("more_restarts", largest, restarts=2 * restarts),
+        pgd_run("unbounded", None, restarts=1, random_start=False),
     ]
+
+
+def _stage_record(stages: list[str], broken_by: list[Tensor], seconds: dict[str, float]) -> StageRecord:
+    """Accuracy after stage j: the points not broken by stages 0..j."""
+    stacked = torch.stack(broken_by)
+    accuracy_after = [
+        {stage: ((row == -1) | (row > j)).double().mean().item() for j, stage in enumerate(stages)} for row in stacked
+    ]
+    return StageRecord(stages=stages, accuracy=accuracy_after, seconds=seconds, broken_by=stacked)
 
 
 def _unbounded_eps(norm: str, lo: float, hi: float, x: Tensor) -> float:
     """The radius of a ball that holds the whole box [lo, hi]^D around any of its points: its diameter."""
     return (hi - lo) if norm == "linf" else (hi - lo) * math.sqrt(x[0].numel())
-
-
-def _attack(
-    model: Model,
-    run: _Run,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    norm: str,
-    bounds: tuple[float, float],
-    generator: torch.Generator,
-) -> Tensor:
-    if run.attack == "fgsm":
-        return fgsm(model, x, y, eps=eps, norm=norm, bounds=bounds)
-    return pgd(
-        model,
-        x,
-        y,
-        eps=eps,
-        steps=run.steps,
-        norm=norm,
-        random_start=run.random_start,
-        restarts=run.restarts,
-        early_stop=True,
-        bounds=bounds,
-        generator=generator,
-    )
 
 
 def _predict(model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
@@ -304,8 +332,3 @@ def _labels(y: Tensor, x: Tensor, index: int) -> Tensor:
             f"{tuple(y.shape)} for x {tuple(x.shape)}"
         )
     return y.long()
-
-
-def _generator(device: torch.device, seed: int, batch: int) -> torch.Generator:
-    """The random-start generator of one batch: seeded from (seed, batch), the same for every attack."""
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, batch))

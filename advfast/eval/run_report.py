@@ -27,6 +27,9 @@ def report_run(
     norm: str,
     steps: int,
     restarts: int,
+    attacks: Sequence[str] = ("fgsm", "pgd"),
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int = 256,
     seed: int = 0,
     published: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -36,14 +39,16 @@ def report_run(
     sanity: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Robustness of ``model`` on ``data.test`` (FGSM and PGD-``steps`` with ``restarts`` at each eps, the
-    gradient-masking checks, per-class metrics), written as report.json / report.md / robustness.png in
+    """Robustness of ``model`` on ``data.test`` (the registry's ``attacks`` at each eps, PGD with ``steps``
+    and ``restarts``, the others with their defaults updated by ``settings``; the gradient-masking checks,
+    per-class metrics), written as report.json / report.md / robustness.png in
     ``out``, plus training_curves.png from ``metrics``; ``published`` numbers (see
     :func:`advfast.eval.published_for`) are printed beside. ``say`` receives the report's headline. Returns the
     paths written, by kind."""
     result = evaluate_robustness(
-        model, (data.test.x, data.test.y), eps=list(eps), norm=norm, pgd_steps=steps, pgd_restarts=restarts,
-        device=model_device(model), seed=seed, progress=progress, sanity=sanity,
+        model, (data.test.x, data.test.y), eps=list(eps), norm=norm, attacks=list(attacks), settings=settings,
+        pgd_steps=steps, pgd_restarts=restarts, batch_size=batch_size, device=model_device(model), seed=seed,
+        progress=progress, sanity=sanity,
     )  # fmt: skip
     out = Path(out)
     fields: dict[str, Any] = {"data": data.describe()}
@@ -67,6 +72,9 @@ def headline(result: Any) -> str:
     largest = result.eps[-1]
     for attack, accuracies in result.accuracy.items():
         parts.append(f"{attack} {accuracies[-1]:.1%}")
+    for attack, record in result.stages.items():
+        after = record.accuracy[-1]
+        parts.append(f"{attack} stages " + " > ".join(f"{name} {after[name]:.1%}" for name in record.stages))
     checks = (
         f"{len(result.warnings)} gradient-masking warning(s)"
         if result.warnings

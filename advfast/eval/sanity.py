@@ -4,11 +4,17 @@ the model is robust.
 
 Each check compares accuracies measured by :func:`advfast.eval.evaluate_robustness`; accuracy ``a`` "rises
 above" ``b`` when ``a > b + tol`` with ``tol = max(0.5 percentage points, 1 / N)`` (N samples: one sample's
-worth on small sets), so the noise of random starts and rounding does not raise false alarms:
+worth on small sets), so the noise of random starts and rounding does not raise false alarms. Which attack
+takes part in which check comes from its family in the attack registry (:mod:`advfast.eval.attacks`):
 
 - ``monotone_in_eps``: for each attack, accuracy does not rise with eps; clean accuracy is the eps = 0 point
   and every accuracy is compared with the lowest one at any smaller eps.
-- ``fgsm_not_below_pgd``: at each eps, FGSM (one step) is not more successful than PGD (many steps).
+- ``fgsm_not_below_strongest``: at each eps, a single-step attack (FGSM) is not more successful than the
+  strongest of the other attacks evaluated (PGD, APGD, AutoAttack, ...): iterating should only help.
+- ``gradient_free_not_stronger``: at each eps, a gradient-free attack (Square) does not beat the gradient
+  attacks: run alone, its accuracy is not below the best gradient attack's; inside an ensemble, the
+  gradient-free stage does not lower the accuracy the gradient stages left (the reference AutoAttack's own
+  check). A black-box random search should not find what the gradient missed, unless the gradient misleads.
 - ``monotone_in_steps``: at the largest eps, PGD with twice the steps (of half the size: pgd's default step
   ``2.5 * eps / steps``), from the same random starts, is not less successful. A finer search of the same
   ball should find at least what the coarser one found; when it does not, the loss surface the gradient
@@ -25,17 +31,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from advfast.eval.result import RobustnessResult
+from advfast.eval.attacks import get_attack
+from advfast.eval.result import RobustnessResult, SanityWarning
 
 TOLERANCE_POINTS = 0.005  # half a percentage point
 
 CHECKS: dict[str, str] = {
     "monotone_in_eps": "accuracy does not rise with eps (clean accuracy is the eps = 0 point)",
-    "fgsm_not_below_pgd": "FGSM accuracy is not below PGD accuracy at the same eps",
+    "fgsm_not_below_strongest": "FGSM accuracy is not below the strongest attack's at the same eps",
+    "gradient_free_not_stronger": "a gradient-free attack (Square) does not beat the gradient attacks",
     "monotone_in_steps": "PGD with twice the steps is not more accurate (largest eps)",
     "monotone_in_restarts": "PGD with twice the restarts is not more accurate (largest eps)",
     "unbounded_reaches_chance": "PGD with an unbounded eps, from the clean input, reaches chance accuracy",
@@ -48,30 +53,43 @@ class GradientMaskingWarning(UserWarning):
     """A gradient-masking sanity check failed: the robust accuracy measured may be an overestimate."""
 
 
-@dataclass(frozen=True)
-class SanityWarning:
-    """A failed check: its name (a key of :data:`CHECKS`) and what was measured."""
-
-    check: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.check}: {self.message}"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"check": self.check, "message": self.message}
-
-
 def tolerance(num_samples: int) -> float:
     """``max(0.005, 1 / N)``: half a percentage point, or one sample's worth of accuracy if that is more."""
     return max(TOLERANCE_POINTS, 1.0 / max(num_samples, 1))
 
 
+def _family(name: str) -> str:
+    return get_attack(name).family
+
+
+def _gradient_free_cases(result: RobustnessResult) -> list[tuple[str, list[float], list[float]]]:
+    """(what, gradient-free accuracies, gradient accuracies per eps) to compare: a gradient-free attack run
+    alone against the best gradient attack run alone; an ensemble's gradient-free stage against the stage
+    before it."""
+    cases = []
+    gradient = [result.accuracy[a] for a in result.attacks if _family(a) == "gradient"]
+    for attack in result.attacks:
+        if _family(attack) == "gradient-free" and gradient:
+            best = [min(values) for values in zip(*gradient, strict=True)]
+            cases.append((attack, result.accuracy[attack], best))
+    for attack, record in result.stages.items():
+        for j, stage in enumerate(record.stages[1:], start=1):
+            earlier = record.stages[1:j]
+            if _family(stage) == "gradient-free" and any(_family(s) == "gradient" for s in earlier):
+                after = [a[stage] for a in record.accuracy]
+                before = [a[record.stages[j - 1]] for a in record.accuracy]
+                cases.append((f"{attack}'s {stage} stage", after, before))
+    return cases
+
+
 def applicable_checks(result: RobustnessResult) -> list[str]:
     """The names of the checks that ``result`` holds the measurements for."""
     names = ["monotone_in_eps"]
-    if "fgsm" in result.accuracy and "pgd" in result.accuracy:
-        names.append("fgsm_not_below_pgd")
+    families = [_family(a) for a in result.attacks]
+    if "single-step" in families and any(f != "single-step" for f in families):
+        names.append("fgsm_not_below_strongest")
+    if _gradient_free_cases(result):
+        names.append("gradient_free_not_stronger")
     runs = result.sanity_runs
     for name, run in (("monotone_in_steps", "more_steps"), ("monotone_in_restarts", "more_restarts")):
         if "pgd" in runs and run in runs:
@@ -129,19 +147,44 @@ def _monotone_in_eps(result: RobustnessResult, tol: float) -> list[SanityWarning
     return found
 
 
-def _fgsm_not_below_pgd(result: RobustnessResult, tol: float) -> list[SanityWarning]:
-    fgsm, pgd = result.accuracy["fgsm"], result.accuracy["pgd"]
-    below = [(eps, f, p) for eps, f, p in zip(result.eps, fgsm, pgd, strict=True) if f < p - tol]
-    if not below:
-        return []
-    details = ", ".join(f"eps={eps:g}: FGSM {_points(f)} < PGD {_points(p)}" for eps, f, p in below)
-    return [
-        SanityWarning(
-            "fgsm_not_below_pgd",
-            f"the one-step attack beats the iterative one ({details}; {_tol_text(tol)}); iterating should "
-            f"only help, {_CAUSE}",
-        )
-    ]
+def _fgsm_not_below_strongest(result: RobustnessResult, tol: float) -> list[SanityWarning]:
+    others = [a for a in result.attacks if _family(a) != "single-step"]
+    found = []
+    for attack in (a for a in result.attacks if _family(a) == "single-step"):
+        below = []
+        for i, eps in enumerate(result.eps):
+            strongest = min(others, key=lambda other: result.accuracy[other][i])
+            single, best = result.accuracy[attack][i], result.accuracy[strongest][i]
+            if single < best - tol:
+                below.append(f"eps={eps:g}: {attack} {_points(single)} < {strongest} {_points(best)}")
+        if below:
+            found.append(
+                SanityWarning(
+                    "fgsm_not_below_strongest",
+                    f"the one-step attack beats the strongest iterative one ({', '.join(below)}; {_tol_text(tol)}); "
+                    f"iterating should only help, {_CAUSE}",
+                )
+            )
+    return found
+
+
+def _gradient_free_not_stronger(result: RobustnessResult, tol: float) -> list[SanityWarning]:
+    found = []
+    for what, free, gradient in _gradient_free_cases(result):
+        below = [
+            f"eps={eps:g}: {_points(f)} against {_points(g)}"
+            for eps, f, g in zip(result.eps, free, gradient, strict=True)
+            if f < g - tol
+        ]
+        if below:
+            found.append(
+                SanityWarning(
+                    "gradient_free_not_stronger",
+                    f"{what} (gradient-free) lowers the accuracy the gradient attacks left ({', '.join(below)}; "
+                    f"{_tol_text(tol)}); random search finds what the gradient missed: {_CAUSE}",
+                )
+            )
+    return found
 
 
 def _stronger_pgd(check: str, run_name: str, what: str) -> Callable[[RobustnessResult, float], list[SanityWarning]]:
@@ -181,7 +224,8 @@ def _unbounded_reaches_chance(result: RobustnessResult, tol: float) -> list[Sani
 
 _CHECK_FUNCTIONS = {
     "monotone_in_eps": _monotone_in_eps,
-    "fgsm_not_below_pgd": _fgsm_not_below_pgd,
+    "fgsm_not_below_strongest": _fgsm_not_below_strongest,
+    "gradient_free_not_stronger": _gradient_free_not_stronger,
     "monotone_in_steps": _stronger_pgd("monotone_in_steps", "more_steps", "twice the steps"),
     "monotone_in_restarts": _stronger_pgd("monotone_in_restarts", "more_restarts", "twice the restarts"),
     "unbounded_reaches_chance": _unbounded_reaches_chance,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,14 +261,16 @@ class Trainer(RunLoop):
         if self.config.report and ended and self.ctx.is_main:
             self.write_report()
 
-    def write_report(self) -> dict[str, Path]:
-        """The run folder's report: test robustness at ``eval_eps``, training curves, cost per epoch."""
-        from advfast.eval import published_for, report_run  # the eval layer's plots are only needed here
+    def write_report(self, attacks: Sequence[str] = ("fgsm", "pgd")) -> dict[str, Path]:
+        """The run folder's report: test robustness at ``eval_eps`` under ``attacks`` (names of the attack
+        registry, advfast.eval.attacks; e.g. ``("fgsm", "pgd", "autoattack")``), training curves, cost per epoch."""
+        from advfast.eval import get_attack, published_for, report_run  # the eval layer is only needed here
 
         c, p = self.config, self.progress
+        names = ", ".join(get_attack(name).name for name in attacks)
         self.say(
-            f"test report: FGSM and PGD-{c.eval_steps} at eps {', '.join(f'{e:g}' for e in c.eval_eps or [])} on "
-            f"{len(self.data.test)} test samples"
+            f"test report: {names} (PGD-{c.eval_steps}) at eps {', '.join(f'{e:g}' for e in c.eval_eps or [])} "
+            f"on {len(self.data.test)} test samples"
         )
         extra = {
             "stopped": None if p.stop is None else str(p.stop),
@@ -276,7 +279,8 @@ class Trainer(RunLoop):
         }
         return report_run(
             self.model, self.data, self.out, title=f"{c.method} on {self.data.name}, eps {c.eps:g} ({c.norm})",
-            eps=list(c.eval_eps or []), norm=c.norm, steps=c.eval_steps, restarts=c.eval_restarts, seed=c.seed,
+            eps=list(c.eval_eps or []), norm=c.norm, steps=c.eval_steps, restarts=c.eval_restarts,
+            attacks=list(attacks), seed=c.seed,
             published=published_for(self.data.name, c.method, c.eps, c.norm), config=c.to_dict(),
             metrics=p.metrics, extra=extra, progress=c.progress, say=self.say,
         )  # fmt: skip

@@ -1,0 +1,70 @@
+"""advfast's APGD, Square and autoattack against the reference AutoAttack code (fra31/auto-attack, packaged as
+``pyautoattack==0.2.0``, an optional test dependency: ``pip install --no-deps pyautoattack==0.2.0``), on the
+digits CNN trained once per session. Skips where the reference is not installed."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from advfast.attacks import square
+from advfast.eval import autoattack
+
+pyautoattack = pytest.importorskip(
+    "pyautoattack", reason="the reference AutoAttack is not installed: pip install --no-deps pyautoattack==0.2.0"
+)
+
+EPS = 0.05
+
+
+@pytest.fixture(scope="module")
+def correct_digits(digits_model):
+    model, x, y = digits_model
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    return model, x[ok], y[ok]
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", EPS), ("l2", 0.5)])
+def test_square_equals_the_reference_draw_for_draw(correct_digits, norm, eps) -> None:
+    """Seeded alike, advfast's Square makes the reference's draws and decisions: the same points fooled, and the
+    same inputs bit for bit for nearly every point. Not for all: a proposal that does not change the logits
+    (a pixel the model ignores) ties with the current margin, and the reference's re-evaluation in another batch
+    shape can break the tie by a rounding, where advfast does not re-ask a query it knows the answer to."""
+    from pyautoattack.square import SquareAttack
+
+    model, x, y = correct_digits
+    x, y = x[:48], y[:48]
+    ours = square(model, x, y, eps=eps, norm=norm, queries=300, generator=torch.Generator().manual_seed(0))
+    reference = SquareAttack(
+        model, p_init=0.8, n_queries=300, eps=eps, norm={"linf": "Linf", "l2": "L2"}[norm], n_restarts=1, seed=0,
+        device="cpu", resc_schedule=False,
+    )  # fmt: skip
+    reference.init_hyperparam(x)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, theirs = reference.attack_single_run(x, y)
+    with torch.no_grad():
+        assert torch.equal(model(ours).argmax(1) != y, model(theirs).argmax(1) != y)
+    same = (ours == theirs).flatten(1).all(dim=1)
+    assert float(same.double().mean()) >= 0.9, f"{int((~same).sum())} of {len(y)} points differ"
+
+
+@pytest.mark.slow
+def test_autoattack_agrees_with_the_reference(correct_digits, digits_model) -> None:
+    """On the digits test set: advfast's autoattack (no FAB-T) within 0.3 points (or one point's worth, on this
+    small set) of the reference's standard AutoAttack (with FAB-T), and never above it by more."""
+    from pyautoattack import AutoAttack
+
+    model, x, y = digits_model
+    logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    reference = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device="cpu", seed=0)
+    _, y_adv = reference.run_standard_evaluation(x, y, batch_size=250)
+    theirs = (y_adv == y).double().mean().item()
+    ours = autoattack(model, x, y, eps=EPS, batch_size=250, seed=0)
+    tolerance = max(0.003, 1 / len(y))
+    assert 0.1 < theirs < 0.9, "the radius should leave a mix of robust and broken points"
+    assert ours.accuracy["square"] <= theirs + tolerance
+    assert abs(ours.accuracy["square"] - theirs) <= tolerance
