@@ -29,7 +29,7 @@ VARIANT_TITLES = {
     "compiled": "torch.compile",
     "copy_floor": "copy floor",
 }
-NORM_TITLES = {"linf": "L∞", "l2": "L2"}
+NORM_TITLES = {"linf": "L∞", "l2": "L2", "apgd-linf": "APGD L∞", "apgd-l2": "APGD L2"}
 CSV_FIELDS = (
     "device",
     "device_name",

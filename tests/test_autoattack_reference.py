@@ -52,19 +52,23 @@ def test_square_equals_the_reference_draw_for_draw(correct_digits, norm, eps) ->
     assert float(same.double().mean()) >= 0.9, f"{int((~same).sum())} of {len(y)} points differ"
 
 
-@pytest.mark.slow
-def test_autoattack_agrees_with_the_reference(correct_digits, digits_model) -> None:
-    """On the digits test set: advfast's autoattack (no FAB-T) within 0.3 points (or one point's worth, on this
-    small set) of the reference's standard AutoAttack (with FAB-T), and never above it by more."""
+def test_autoattack_agrees_with_the_reference(correct_digits) -> None:
+    """advfast's autoattack against the reference running the same three attacks (APGD-CE, APGD-T, Square; its
+    "custom" version, Square at 500 queries to fit CI) on 120 digits the model classifies correctly: the same
+    robust accuracy within one point's worth, never above. The standard version with FAB-T at 5,000 queries on
+    1,000 MNIST images is benchmarks/agreement_autoattack.py's measurement (README)."""
     from pyautoattack import AutoAttack
 
-    model, x, y = digits_model
+    model, x, y = correct_digits
+    x, y = x[:120], y[:120]
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
-    reference = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device="cpu", seed=0)
+    reference = AutoAttack(model, norm="Linf", eps=EPS, version="custom", attacks_to_run=["apgd-ce", "apgd-t",
+                           "square"], device="cpu", seed=0)  # fmt: skip
+    reference.square.n_queries = 500
     _, y_adv = reference.run_standard_evaluation(x, y, batch_size=250)
     theirs = (y_adv == y).double().mean().item()
-    ours = autoattack(model, x, y, eps=EPS, batch_size=250, seed=0)
-    tolerance = max(0.003, 1 / len(y))
+    ours = autoattack(model, x, y, eps=EPS, batch_size=250, seed=0, settings={"square": {"queries": 500}})
     assert 0.1 < theirs < 0.9, "the radius should leave a mix of robust and broken points"
+    tolerance = 1 / len(y)
     assert ours.accuracy["square"] <= theirs + tolerance
     assert abs(ours.accuracy["square"] - theirs) <= tolerance
