@@ -81,3 +81,13 @@ def test_isolated_build_fails_fast_with_instructions(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "pip install torch scikit-build-core cmake ninja pybind11" in output, "the build tools, named"
     assert "pip install --no-build-isolation ." in output
+
+
+def test_every_module_of_the_package_imports() -> None:
+    """Catches a name imported from a module that no longer defines it, in code no other test reaches."""
+    import pkgutil
+
+    names = [m.name for m in pkgutil.walk_packages(advfast.__path__, "advfast.") if not m.name.endswith("__main__")]
+    assert "advfast.runtime.loop" in names and "advfast.cli.train" in names
+    for name in names:
+        importlib.import_module(name)

@@ -36,13 +36,13 @@ from advfast.attacks.dlr import dlr, dlr_targeted
 from advfast.attacks.model_state import ModelMode, preserved_model_state
 from advfast.attacks.validation import (
     PerSample,
-    check_count,
     check_generator,
     check_inputs,
     check_logits,
     check_norm,
     check_per_sample,
 )
+from advfast.checks import check_count
 
 Model = Callable[[Tensor], Tensor]
 # (logits [b, C], y [b], target [b] or None) -> loss [b] (float32), ascended

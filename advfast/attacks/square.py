@@ -38,13 +38,13 @@ from torch import Tensor
 from advfast.attacks.model_state import ModelMode, preserved_model_state
 from advfast.attacks.validation import (
     PerSample,
-    check_count,
     check_generator,
     check_inputs,
     check_logits,
     check_norm,
     check_per_sample,
 )
+from advfast.checks import check_count
 
 Model = Callable[[Tensor], Tensor]
 
