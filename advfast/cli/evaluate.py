@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=integer(1), default=40, help="PGD steps per restart (default: 40)")
     parser.add_argument("--restarts", type=integer(1), default=1, help="PGD random restarts (default: 1)")
     parser.add_argument("--batch-size", type=integer(1), default=256, help="samples per attack batch (default: 256)")
+    parser.add_argument("--limit", type=integer(0), default=0, help="the first N test samples only (default: 0, all)")
     parser.add_argument("--out", metavar="FOLDER", help="report folder (default: RUN/eval)")
     parser.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks (4 more attacks)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         paths = report_run(
             trained.model, data, out.path, title=f"{config.method} on {data.name}, trained at eps {config.eps:g}",
             eps=sorted(eps), norm=norm, steps=args.steps, restarts=args.restarts, attacks=args.attack,
-            batch_size=args.batch_size, seed=config.seed,
+            batch_size=args.batch_size, limit=args.limit, seed=config.seed,
             published=published_for(data.name, config.method, config.eps, norm),
             config=config.to_dict(), metrics=trained.record.get("metrics"), progress=not args.no_progress,
             sanity=not args.no_sanity,

@@ -30,6 +30,7 @@ def report_run(
     attacks: Sequence[str] = ("fgsm", "pgd"),
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 256,
+    limit: int = 0,
     seed: int = 0,
     published: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -43,12 +44,13 @@ def report_run(
     and ``restarts``, the others with their defaults updated by ``settings``; the gradient-masking checks,
     per-class metrics), written as report.json / report.md / robustness.png in
     ``out``, plus training_curves.png from ``metrics``; ``published`` numbers (see
-    :func:`advfast.eval.published_for`) are printed beside. ``say`` receives the report's headline. Returns the
-    paths written, by kind."""
+    :func:`advfast.eval.published_for`) are printed beside. ``limit`` > 0 evaluates the first ``limit`` test
+    samples only (a quick look). ``say`` receives the report's headline. Returns the paths written, by kind."""
+    end = limit or None
     result = evaluate_robustness(
-        model, (data.test.x, data.test.y), eps=list(eps), norm=norm, attacks=list(attacks), settings=settings,
-        pgd_steps=steps, pgd_restarts=restarts, batch_size=batch_size, device=model_device(model), seed=seed,
-        progress=progress, sanity=sanity,
+        model, (data.test.x[:end], data.test.y[:end]), eps=list(eps), norm=norm, attacks=list(attacks),
+        settings=settings, pgd_steps=steps, pgd_restarts=restarts, batch_size=batch_size,
+        device=model_device(model), seed=seed, progress=progress, sanity=sanity,
     )  # fmt: skip
     out = Path(out)
     fields: dict[str, Any] = {"data": data.describe()}
