@@ -17,6 +17,8 @@ pyautoattack = pytest.importorskip(
 )
 
 EPS = 0.05
+# Where the session's digits model keeps about 60% of 120 correct points under the three attacks (0.95 at 0.05).
+AUTOATTACK_EPS = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,16 @@ def test_autoattack_agrees_with_the_reference(correct_digits) -> None:
     model, x, y = correct_digits
     x, y = x[:120], y[:120]
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
-    reference = AutoAttack(model, norm="Linf", eps=EPS, version="custom", attacks_to_run=["apgd-ce", "apgd-t",
-                           "square"], device="cpu", seed=0)  # fmt: skip
+    reference = AutoAttack(model, norm="Linf", eps=AUTOATTACK_EPS, version="custom",
+                           attacks=["apgd-ce", "apgd-t", "square"], device="cpu", seed=0)  # fmt: skip
+    # The standard version's stage settings ("custom" keeps the constructor's 5 APGD-CE restarts), Square shortened.
+    reference.apgd.n_restarts = 1
+    reference.apgd_targeted.n_restarts = 1
+    reference.apgd_targeted.n_target_classes = 9
     reference.square.n_queries = 500
     _, y_adv = reference.run_standard_evaluation(x, y, batch_size=250)
     theirs = (y_adv == y).double().mean().item()
-    ours = autoattack(model, x, y, eps=EPS, batch_size=250, seed=0, settings={"square": {"queries": 500}})
+    ours = autoattack(model, x, y, eps=AUTOATTACK_EPS, batch_size=250, seed=0, settings={"square": {"queries": 500}})
     assert 0.1 < theirs < 0.9, "the radius should leave a mix of robust and broken points"
     tolerance = 1 / len(y)
     assert ours.accuracy["square"] <= theirs + tolerance

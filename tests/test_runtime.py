@@ -4,6 +4,7 @@ checkpoints, the run loop's data-safety rules, seeds, configs, and the health ch
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import shutil
@@ -248,10 +249,11 @@ def test_health_checks_say_when_a_run_learned_nothing_or_collapsed():
 def test_a_run_at_chance_says_so_at_the_end(digits_data, tmp_path, capsys):
     # A learning rate too small to move the weights: the run ends at chance, and must say so in stdout and
     # in its report.
-    config = tiny_config(tmp_path / "still", lr=1e-9, report=True, eval_steps=2)
+    config = tiny_config(tmp_path / "still", lr=1e-9, report=True, eval_steps=2, eval_attacks=["fgsm", "apgd-ce"])
     trainer = Trainer(config, data=digits_data)
     trainer.fit()
     out = capsys.readouterr().out
+    assert json.loads((tmp_path / "still" / "report.json").read_text())["result"]["attacks"] == ["fgsm", "apgd-ce"]
     assert any("uniform guess" in w for w in trainer.warnings), trainer.progress.metrics
     assert "warning: the training loss ended at" in out
     assert "## Warnings" in (tmp_path / "still" / "report.md").read_text()

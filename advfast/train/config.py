@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from advfast.checks import check_choice, check_count, check_real, require
+from advfast.eval.attacks import ATTACKS
 from advfast.runtime.config import RunConfig, option
 from advfast.train.objectives import OBJECTIVES
 from advfast.train.schedules import SCHEDULES
@@ -81,6 +82,10 @@ class TrainConfig(RunConfig):
     eval_eps: list[float] | None = option(
         None, "radii of the final test report", group="evaluation", auto="eps/3, 2 eps/3, eps"
     )
+    eval_attacks: list[str] = option(
+        ["fgsm", "pgd"], "attacks of the final test report (autoattack: APGD-CE, APGD-T and Square, the field's "
+        "standard)", choices=tuple(ATTACKS), group="evaluation",
+    )  # fmt: skip
     eval_steps: int = option(40, "PGD steps of the final test report", group="evaluation")
     eval_restarts: int = option(1, "PGD restarts of the final test report", group="evaluation")
     report: bool = option(True, "write the test report (report.json, report.md, plots) at the end", group="evaluation")
@@ -119,6 +124,12 @@ class TrainConfig(RunConfig):
             )
             for value in self.eval_eps:
                 check_real("eval_eps", value, low=0.0)
+        require(
+            isinstance(self.eval_attacks, list) and len(self.eval_attacks) > 0,
+            f"eval_attacks must list at least one attack, got {self.eval_attacks!r}",
+        )
+        for name in self.eval_attacks:
+            check_choice("eval_attacks", name, ATTACKS)
         check_real("synthetic_ratio", self.synthetic_ratio, low=0.0, high=1.0, high_open=True)
         require(
             not (self.method == "free" and self.accumulate > 1),

@@ -261,9 +261,11 @@ class Trainer(RunLoop):
         if self.config.report and ended and self.ctx.is_main:
             self.write_report()
 
-    def write_report(self, attacks: Sequence[str] = ("fgsm", "pgd")) -> dict[str, Path]:
+    def write_report(self, attacks: Sequence[str] | None = None) -> dict[str, Path]:
         """The run folder's report: test robustness at ``eval_eps`` under ``attacks`` (names of the attack
-        registry, advfast.eval.attacks; e.g. ``("fgsm", "pgd", "autoattack")``), training curves, cost per epoch."""
+        registry, advfast.eval.attacks; default ``config.eval_attacks``, e.g. ``["fgsm", "pgd", "autoattack"]``),
+        training curves, cost per epoch."""
+        attacks = list(attacks if attacks is not None else self.config.eval_attacks)
         from advfast.eval import get_attack, published_for, report_run  # the eval layer is only needed here
 
         c, p = self.config, self.progress
