@@ -42,8 +42,8 @@ def stable_kl(adversarial: Tensor, target: Tensor, tiny: float = 1e-6) -> Tensor
     """SMART's ascent objective (mt-dnn ``stable_kl(adv_logits, logits.detach(), reduce=False)``), summed over
     the batch: ``sum_b sum_c 2 p_bc (r(p_bc) - r(y_bc))`` with ``p = softmax(adversarial)``, ``y = softmax(target)``
     and the detached log-odds ``r(v) = -log(1/(v + tiny) - 1 + tiny)``."""
-    p = F.softmax(adversarial.float(), dim=-1)
-    y = F.softmax(target.float(), dim=-1)
+    p = F.log_softmax(adversarial.float(), dim=-1).exp()  # the reference's op order (exp of log-softmax)
+    y = F.log_softmax(target.float(), dim=-1).exp()
     r_p = -torch.log(1.0 / (p + tiny) - 1.0 + tiny).detach()
     r_y = -torch.log(1.0 / (y + tiny) - 1.0 + tiny).detach()
     return (p * (r_p - r_y) * 2.0).sum()

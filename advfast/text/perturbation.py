@@ -23,6 +23,12 @@ from advfast import ops
 
 INF = math.inf
 NORM_FLOOR = 1e-8  # FreeLB's clamp(min=1e-8) of the gradient norm in its L-inf step
+# The ops take finite radii only; an unbounded ball is the largest float32 (no norm reaches it).
+UNBOUNDED = float(torch.finfo(torch.float32).max)
+
+
+def _op_radius(eps: float | Tensor) -> float | Tensor:
+    return UNBOUNDED if isinstance(eps, float) and eps == INF else eps
 
 
 def group_view(t: Tensor, per_token: bool) -> Tensor:
@@ -69,7 +75,7 @@ def l2_step_(
             group_view(delta, per_token),
             group_view(g, per_token),
             group_view(zero, per_token),
-            eps,
+            _op_radius(eps),
             alpha,
             -INF,
             INF,
