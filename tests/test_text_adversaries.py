@@ -9,7 +9,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from text_support import SPECIAL, assert_grads_close, movable, tiny_bert, tiny_gpt2, token_batch, twin
+from text_support import (
+    SPECIAL,
+    assert_grads_close,
+    movable,
+    one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    tiny_bert,
+    tiny_gpt2,
+    token_batch,
+    twin,
+)
 from torch import Tensor
 
 import advfast.text as text

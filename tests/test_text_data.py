@@ -10,7 +10,12 @@ from collections import Counter
 
 import pytest
 import torch
-from text_support import WORDS, bert_tokenizer, transformers
+from text_support import (
+    WORDS,
+    bert_tokenizer,
+    one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    transformers,
+)
 
 import advfast.text as text
 from advfast.data.errors import DatasetUnavailable

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from text_support import SPECIAL, tiny_bert, tiny_gpt2, token_batch
+from text_support import (
+    SPECIAL,
+    one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    tiny_bert,
+    tiny_gpt2,
+    token_batch,
+)
 from torch import nn
 
 import advfast.text as text

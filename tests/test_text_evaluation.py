@@ -8,7 +8,18 @@ import math
 
 import pytest
 import torch
-from text_support import CLS, PAD, SEP, SPECIAL, BagOfEmbeddings, bert_tokenizer, movable, tiny_bert, token_batch
+from text_support import (
+    CLS,
+    PAD,
+    SEP,
+    SPECIAL,
+    BagOfEmbeddings,
+    bert_tokenizer,
+    movable,
+    one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    tiny_bert,
+    token_batch,
+)
 
 import advfast.text as text
 

@@ -8,7 +8,15 @@ import math
 
 import pytest
 import torch
-from text_support import SPECIAL, BagOfEmbeddings, grads, tiny_bert, token_batch, twin
+from text_support import (
+    SPECIAL,
+    BagOfEmbeddings,
+    grads,
+    one_thread,  # noqa: F401  (autouse: one intra-op thread)
+    tiny_bert,
+    token_batch,
+    twin,
+)
 from torch import Tensor, nn
 
 import advfast.text as text
@@ -186,22 +194,21 @@ def rule_batch(generator: torch.Generator, size: int = 8) -> dict[str, Tensor]:
 
 @pytest.mark.slow
 def test_bf16_autocast_trains_1000_steps_without_nan():
-    """1,000 optimizer steps from step 0 (250 with each of FreeLB, PGD, SMART and FGM in turn) under bf16
-    autocast on a one-layer tiny BERT: every loss and every weight stays finite, and the clean loss on held-out batches
-    falls below chance. Radii suit the tiny model's embeddings (per-token norm about 0.1)."""
+    """1,000 optimizer steps from step 0 under bf16 autocast on a one-layer tiny BERT, FreeLB (the method known
+    to diverge when its steps are too large) for the first 500 and PGD for the rest, two passes a step:
+    every loss and every weight stays finite, and the clean loss on held-out batches falls below chance.
+    Radii suit the tiny model's embeddings (per-token norm about 0.1)."""
     model = tiny_bert(num_labels=2, seed=3, dropout=0.1, layers=1).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     adversaries = [
         text.FreeLB(model, eps=0.1, alpha=0.03, steps=2, init_mag=0.1, special_token_ids=SPECIAL, generator=generator),
-        text.PGD(model, eps=0.1, steps=2, special_token_ids=SPECIAL, generator=generator),
-        text.SMART(model, eps=0.01, special_token_ids=SPECIAL, generator=generator),
-        text.FGM(model, eps=0.1, special_token_ids=SPECIAL),
+        text.PGD(model, eps=0.1, steps=1, special_token_ids=SPECIAL, generator=generator),
     ]
     data, held_out = torch.Generator().manual_seed(1), rule_batch(torch.Generator().manual_seed(2), size=256)
     for step in range(1000):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = adversaries[step // 250].loss(rule_batch(data))
+            loss = adversaries[step // 500].loss(rule_batch(data))
         assert math.isfinite(loss.item()), f"step {step}: loss {loss.item()}"
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

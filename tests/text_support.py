@@ -11,6 +11,17 @@ from torch import Tensor, nn
 
 transformers = pytest.importorskip("transformers", reason="the text tests need transformers (pip install transformers)")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The text tests' models are tiny: one intra-op thread is faster, and on a shared machine (other jobs on
+    the cores) much faster, than threads that wait on each other. Imported by each test module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 PAD, CLS, SEP = 0, 1, 2
 SPECIAL = (PAD, CLS, SEP)
 VOCAB = 40
