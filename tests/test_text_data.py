@@ -139,6 +139,7 @@ def test_movie_reviews(name, size):
     assert len(splits.train) + len(splits.val) + len(splits.test) == size
     assert splits.classes == ["negative", "positive"]
     assert Counter(splits.test.labels.tolist()) == {0: size // 10, 1: size // 10}
+    assert 30 < splits.test.labels[:100].sum() < 70  # the file is grouped by label; the split's order is not
     assert all(isinstance(t, str) and t for t in splits.test.texts[:50])
 
 

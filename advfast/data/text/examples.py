@@ -108,7 +108,9 @@ def split_examples(
     notes: Sequence[str] = (),
 ) -> TextSplits:
     """Carve the test split (``test_fraction``, stratified, ``seed``) unless given, then the validation split
-    (``val_fraction`` of the rest, stratified, ``seed + 1``) unless given."""
+    (``val_fraction`` of the rest, stratified, ``seed + 1``) unless given. Each split's rows are then put in an
+    order drawn from ``seed + 2`` (source files are often grouped by label), so that the first N examples,
+    which evaluations with a ``limit`` take, are a random sample."""
     notes = list(notes)
     if test is None:
         rest, part = stratified_split(data.labels, test_fraction, seed)
@@ -118,4 +120,6 @@ def split_examples(
         rest, part = stratified_split(data.labels, val_fraction, seed + 1)
         data, val = data.subset(rest), data.subset(part)
         notes.append(f"validation: {val_fraction:g} of the rest (stratified, seed {seed + 1})")
+    generator = torch.Generator().manual_seed(seed + 2)
+    data, val, test = (part.subset(torch.randperm(len(part), generator=generator)) for part in (data, val, test))
     return TextSplits(name, data, val, test, classes, notes)
