@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             model, tokenizer, examples, attack=args.attack, eps=eps, steps=steps, options=options, say=print
         )
         if references is not None:
-            benign = task.benign_test[: args.limit or None]
+            benign = task.benign_test[: min(args.limit or len(references), len(references))]
             document["utility"] = utility(
                 model, tokenizer, benign, references[: len(benign)], max_new_tokens=args.max_new_tokens
             )

@@ -29,6 +29,9 @@ class LLMTrainConfig(RunConfig):
     model: str = option("smollm2", "a registered model (smollm2) or a local from_pretrained folder", group="data")
     task: str = option("secret", "the task (secret); its splits are built from --seed", group="data")
     train_size: int = option(200, "attacked training prompts (and as many benign ones)", group="data")
+    val_size: int = option(
+        16, "validation prompts (held-out templates, training secrets), checked each epoch", group="evaluation"
+    )
     dtype: str = option("float32", "the model's weights", choices=tuple(DTYPES), group="data")
     method: str = option(
         "cat", "sft (refusal fine-tuning) or cat (continuous adversarial training)", choices=METHODS, group="method"
@@ -63,7 +66,7 @@ class LLMTrainConfig(RunConfig):
         "ddp", "under torchrun: ddp (replicas) or fsdp (decoder layers sharded)", choices=PARALLEL, group="training"
     )
     max_new_tokens: int = option(24, "tokens generated per answer (utility targets, evaluation)", group="evaluation")
-    eval_limit: int = option(32, "held-out prompts in the report (0: all)", group="evaluation")
+    eval_limit: int = option(32, "held-out prompts (and benign prompts) in the report (0: all)", group="evaluation")
     eval_eps: list[float] = option([0.05], "embedding-attack radii in the report (empty: none)", group="evaluation")
     eval_steps: int = option(20, "embedding-attack steps in the report", group="evaluation")
     report: bool = option(True, "write report.json / report.md / plots at the end", group="evaluation")
@@ -83,6 +86,7 @@ class LLMTrainConfig(RunConfig):
         for name in ("train_size", "attack_steps", "lora_r", "lora_alpha", "max_new_tokens", "eval_steps"):
             check_count(name, getattr(self, name))
         check_count("eval_limit", self.eval_limit, minimum=0)
+        check_count("val_size", self.val_size, minimum=0)
         if self.alpha is not None:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         for name in ("toward_weight", "away_weight", "utility_weight", "weight_decay"):

@@ -143,7 +143,8 @@ def write_run_report(trainer: Any) -> dict[str, Path]:
         if c.eval_eps
         else []
     )
-    references = trainer.reference_answers()["benign_test"][: len(benign)]
+    references = trainer.reference_answers()["benign_test"]
+    benign = benign[: len(references)]
     document["utility"] = utility(model, tokenizer, benign, references, max_new_tokens=c.max_new_tokens)
     metrics = trainer.progress.metrics
     seconds = [m["epoch_seconds"] for m in metrics if m.get("epoch_seconds")]

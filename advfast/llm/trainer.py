@@ -86,6 +86,8 @@ class ContinuousAT(RunLoop):
         **options: Any,
     ) -> None:
         if config is None:
+            if model is not None:  # the run records what it trained; resume needs the same model passed again
+                options.setdefault("model", f"<passed: {type(model).__name__}>")
             config = LLMTrainConfig(**options)
         elif options:
             raise ValueError(f"give either config or config fields, not both (got {sorted(options)})")
@@ -100,7 +102,9 @@ class ContinuousAT(RunLoop):
         self.task = (
             task
             if task is not None
-            else load_task(config.task, config.seed, train=config.train_size, benign_train=config.train_size)
+            else load_task(
+                config.task, config.seed, train=config.train_size, val=config.val_size, benign_train=config.train_size
+            )
         )
         if len(self.task.train) < config.batch_size or not self.task.benign_train:
             raise ValueError(
@@ -150,6 +154,11 @@ class ContinuousAT(RunLoop):
             raise CheckpointError(f"{run}: no {cls.checkpoint_file} to resume (is it a run folder of llm-train?)")
         record = load_checkpoint(path, role=cls.role, required=("config",))
         config = cls.config_class.from_dict({**record["config"], **overrides, "out": str(path.parent)})
+        if model is None and config.model.startswith("<passed"):
+            raise ValueError(
+                f"{run} trained a model passed in Python ({config.model}); resume it with "
+                "ContinuousAT.resume(run, model=..., tokenizer=...)"
+            )
         trainer = cls(model, tokenizer, config=config)
         trainer.load(path)
         return trainer
@@ -164,17 +173,18 @@ class ContinuousAT(RunLoop):
     # ---- the original model's answers ---------------------------------------------------------------------
 
     def reference_answers(self) -> dict[str, list[list[int]]]:
-        """The untrained model's greedy answers to the benign prompts (train: the utility targets; test: the
-        utility reference), generated on first use (before any step) and kept in the checkpoint. Every process
-        generates all of them (the same work, in lockstep: FSDP needs it)."""
+        """The untrained model's greedy answers to the benign prompts (train: the utility targets; test, the
+        first ``eval_limit``: the utility reference), generated on first use (before any step) and kept in the
+        checkpoint. Every process generates all of them (the same work, in lockstep: FSDP needs it)."""
         if self.references is None:
-            self.say(
-                f"generating the original model's answers to {len(self.task.benign_train)} + "
-                f"{len(self.task.benign_test)} benign prompts"
-            )
+            splits = {
+                "benign_train": self.task.benign_train,
+                "benign_test": self.task.benign_test[: self.config.eval_limit or None],
+            }
+            self.say(f"generating the original model's answers to {sum(map(len, splits.values()))} benign prompts")
             out = {}
-            for split in ("benign_train", "benign_test"):
-                prompts = [b.messages for b in getattr(self.task, split)]
+            for split, benign in splits.items():
+                prompts = [b.messages for b in benign]
                 answers = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.config.max_new_tokens)
                 # An answer that ended on its own learns to end; a cut one does not.
                 out[split] = [a + self.end_of_turn if len(a) < self.config.max_new_tokens else a for a in answers]
