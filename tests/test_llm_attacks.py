@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_llm_tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
+from test_llm_tiny import one_thread, tiny_gpt2, tiny_llama, tiny_tokenizer  # noqa: F401 (one_thread: a fixture)
 
 from advfast import reference
 from advfast.llm import GCG, EmbeddingAttack

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_llm_tiny import tiny_llama, tiny_tokenizer
+from test_llm_tiny import one_thread, tiny_llama, tiny_tokenizer  # noqa: F401 (one_thread: a fixture)
 
 from advfast.cli import main
 from advfast.llm import ContinuousAT, LLMTrainConfig, load_trained
@@ -217,7 +217,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[3])
     import torch
-    from test_llm_tiny import tiny_llama, tiny_tokenizer
+    from test_llm_tiny import one_thread, tiny_llama, tiny_tokenizer  # noqa: F401 (one_thread: a fixture)
     from advfast.llm import ContinuousAT
 
     out, parallel, mode = sys.argv[1], sys.argv[2], sys.argv[4]
