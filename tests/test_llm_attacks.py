@@ -76,6 +76,17 @@ def test_batched_padding_does_not_change_the_attack(llama):
         torch.testing.assert_close(together.x_adv[i], alone.x_adv[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
+def test_the_prefix_cache_changes_nothing(build):
+    """The columns before the first movable token, cached once, give the steps the full forward's results."""
+    model, tok = build(), tiny_tokenizer()
+    cached = EmbeddingAttack(model, tok, eps=0.5, steps=3, early_stop=False).run(PROMPTS, TARGETS)
+    full = EmbeddingAttack(model, tok, eps=0.5, steps=3, early_stop=False, prefix_cache=False).run(PROMPTS, TARGETS)
+    torch.testing.assert_close(cached.losses, full.losses, atol=1e-5, rtol=1e-5)
+    for a, b in zip(cached.x_adv, full.x_adv, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(("norm", "p"), [("l2-per-token", 2), ("linf-per-token", math.inf)])
 def test_every_token_stays_in_its_ball(llama, norm, p):
     tok = tiny_tokenizer()

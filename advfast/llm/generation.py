@@ -5,7 +5,6 @@ Attack success is judged here, on what the model actually writes, not on the att
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,24 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from advfast.llm.chat import Batch
-from advfast.llm.losses import _keeps_logits, underlying_model
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
-    try:
-        params = inspect.signature(underlying_model(model).forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def output_cache(out: Any) -> Any:
-    """The KV cache a forward with ``use_cache=True`` returned (``out.cache``, formerly ``past_key_values``)."""
-    for key in ("cache", "past_key_values"):
-        if key in out:
-            return out[key]
-    raise ValueError("the model returned no KV cache (was it called with use_cache=True?)")
+from advfast.llm.kvcache import cache_keyword, output_cache
+from advfast.llm.losses import _keeps_logits
 
 
 def stop_ids(model: nn.Module, tokenizer: Any) -> set[int]:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advfast.llm.chat import Batch
+from advfast.llm.kvcache import Prefix, cache_argument, underlying_model
 
 
 @dataclass
@@ -28,14 +29,6 @@ class ResponseScores:
     matched: Tensor
 
 
-def underlying_model(model: nn.Module) -> nn.Module:
-    """The transformers model under DDP's ``.module`` and peft's wrapper."""
-    model = getattr(model, "module", model)
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
 def _keeps_logits(model: nn.Module) -> bool:
     """Whether the underlying transformers model takes ``logits_to_keep``."""
     forward = getattr(underlying_model(model), "forward", None)
@@ -45,21 +38,32 @@ def _keeps_logits(model: nn.Module) -> bool:
         return False
 
 
-def response_logits(model: nn.Module, inputs_embeds: Tensor, batch: Batch) -> Tensor:
+def response_logits(
+    model: nn.Module, inputs_embeds: Tensor, batch: Batch, *, prefix: Prefix | None = None, rows: Tensor | None = None
+) -> Tensor:
     """``[B, R, V]``: the logits that predict each response token (positions ``P-1 .. P+R-2``). Only the last
-    ``R + 1`` positions go through the output layer where the model allows it (``logits_to_keep``)."""
+    ``R + 1`` positions go through the output layer where the model allows it (``logits_to_keep``).
+
+    With ``prefix`` (the KV cache of the batch's first ``T`` columns, see :mod:`advfast.llm.kvcache`; ``rows``:
+    which of its rows ``batch`` holds), ``inputs_embeds`` holds the remaining columns only."""
     r = batch.response_length
     if r == 0:
         raise ValueError("the batch has no response tokens to score")
     kwargs: dict[str, Any] = {}
     if _keeps_logits(model):
         kwargs["logits_to_keep"] = r + 1
+    start = batch.input_ids.shape[1] - inputs_embeds.shape[1]
+    if prefix is not None:
+        kwargs.update(cache_argument(model, prefix, rows=rows), use_cache=True)
+    elif start:
+        raise ValueError(
+            f"inputs_embeds covers {inputs_embeds.shape[1]} of {batch.input_ids.shape[1]} columns: give the prefix"
+        )
     out = model(
         inputs_embeds=inputs_embeds,
         attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-        **kwargs,
+        position_ids=batch.position_ids[:, start:],
+        **{"use_cache": False, **kwargs},
     )
     logits = out.logits if hasattr(out, "logits") else out[0]
     return logits[:, -(r + 1) : -1]

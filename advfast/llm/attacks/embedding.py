@@ -15,7 +15,9 @@ with the step of the norm, each token of row b its own sample:
   ``eps * mean_v ||W_v||_inf``, step ``alpha * mean_v ||W_v||_inf``;
 - ``unconstrained``: signed steps with no ball (Schwinn's attack); ``eps`` is None, step as for L-inf.
 
-Bounds are (-inf, inf). The target tokens and padding never move (their mask is false). With ``suffix=n``
+Bounds are (-inf, inf). The target tokens and padding never move (their mask is false). The columns before
+the first movable token (the system prompt, say) never change, so their keys and values are computed once and
+each step runs the model on the rest only. With ``suffix=n``
 the attack appends ``n`` free embeddings to the user message (initialised from ``suffix_init``'s token) and
 moves only those (the soft-suffix attack), in the same ball around their starting point. A row whose greedy
 continuation starts with the target (every target token the argmax under teacher forcing) stops moving and
@@ -50,6 +52,7 @@ from advfast.llm.chat import (
 from advfast.llm.embeddings import embed, embedding_layer, row_scale
 from advfast.llm.generation import greedy_generate, stop_ids
 from advfast.llm.judge import judge_generations
+from advfast.llm.kvcache import compute_prefix
 from advfast.llm.losses import response_logits, score_response
 from advfast.llm.state import frozen_for_attack
 
@@ -99,8 +102,9 @@ class EmbeddingAttack:
     made to produce. ``eps`` and ``alpha`` are relative to the mean row norm of the embedding table (see the
     module docstring); ``alpha`` defaults to ``2.5 * eps / steps`` (0.1 when unconstrained). ``region``:
     ``"user"`` moves the last user message only, ``"prompt"`` every prompt token (CAT's instruction). Prompts
-    are attacked ``batch_size`` at a time. The model's weights, train/eval flags and ``requires_grad`` flags are
-    as they were afterwards, and no parameter gets a ``.grad``.
+    are attacked ``batch_size`` at a time; the columns before the first movable token go through the model once
+    (``prefix_cache``: their keys and values are reused by every step). The model's weights, train/eval flags
+    and ``requires_grad`` flags are as they were afterwards, and no parameter gets a ``.grad``.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class EmbeddingAttack:
         batch_size: int = 8,
         max_new_tokens: int = 32,
         freeze_weights: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         check_choice("norm", norm, NORMS)
         if norm == "unconstrained":
@@ -137,7 +142,7 @@ class EmbeddingAttack:
         self.region = check_choice("region", region, REGIONS)
         self.batch_size = check_count("batch_size", batch_size)
         self.max_new_tokens = check_count("max_new_tokens", max_new_tokens)
-        self.early_stop, self.freeze_weights = bool(early_stop), bool(freeze_weights)
+        self.early_stop, self.freeze_weights, self.prefix_cache = bool(early_stop), bool(freeze_weights), prefix_cache
         embedding_layer(model)  # a model without a token embedding table fails here, naming model
         self.model, self.tokenizer = model, tokenizer
         if self.suffix:
@@ -250,28 +255,39 @@ class EmbeddingAttack:
         active = torch.arange(b, device=x.device)
         step_op = ops.l2_step_ if self.norm == "l2-per-token" else ops.linf_step_
         radius = _UNBOUNDED if self.radius is None else self.radius
+        # Columns before the first movable token never change: their keys and values are computed once.
+        start = fixed_columns(movable) if self.prefix_cache else 0
+        prefix = None
+        if start:
+            prefix = compute_prefix(
+                self.model,
+                inputs_embeds=x[:, :start],
+                attention_mask=batch.attention_mask[:, :start],
+                position_ids=batch.position_ids[:, :start],
+            )
         for step in range(self.steps):
             rows = batch.rows(active)
-            xa = x_adv[active].requires_grad_(True)
-            scores = score_response(response_logits(self.model, xa, rows), rows)
+            xa = x_adv[active, start:].requires_grad_(True)
+            logits = response_logits(self.model, xa, rows, prefix=prefix, rows=active)
+            scores = score_response(logits, rows)
             (grad,) = torch.autograd.grad(scores.ce.sum(), xa)
             losses[step, active.cpu()] = scores.ce.detach().float().cpu()
             done = scores.matched if self.early_stop else torch.zeros_like(scores.matched)
             with torch.no_grad():
                 xa = xa.detach()
-                move = (movable[active] & ~done[:, None]).reshape(-1)
+                move = (movable[active, start:] & ~done[:, None]).reshape(-1)
                 # Descend the target's loss: the ops ascend along the gradient they are given.
                 step_op(
                     xa.view(-1, dim),
                     grad.neg_().view(-1, dim),
-                    x[active].view(-1, dim),
+                    x[active, start:].reshape(-1, dim),
                     radius,
                     self.step_size,
                     -math.inf,
                     math.inf,
                     mask=move,
                 )
-                x_adv[active] = xa
+                x_adv[active, start:] = xa
             if bool(done.any()):
                 finished = active[done].cpu()
                 stopped[finished] = True
@@ -280,6 +296,14 @@ class EmbeddingAttack:
                 if len(active) == 0:
                     break
         return x_adv, losses, steps, stopped
+
+
+def fixed_columns(movable: Tensor) -> int:
+    """How many leading columns of a batch no row may move (``movable`` ``[B, L]``)."""
+    if not bool(movable.any()):
+        return 0
+    first = torch.where(movable.any(dim=0))[0][0]
+    return int(first)
 
 
 def _check_inputs(

@@ -32,8 +32,9 @@ from advfast.checks import check_count
 from advfast.llm.attacks.embedding import _check_inputs
 from advfast.llm.chat import Message, PromptParts, context_length, encode_prompt, encode_text, make_batch, pad_id
 from advfast.llm.embeddings import embed, embedding_layer
-from advfast.llm.generation import cache_keyword, greedy_generate, output_cache, stop_ids
+from advfast.llm.generation import greedy_generate, stop_ids
 from advfast.llm.judge import judge_generations
+from advfast.llm.kvcache import cache_argument, compute_prefix
 from advfast.llm.losses import _keeps_logits
 from advfast.llm.state import frozen_for_attack
 
@@ -221,27 +222,20 @@ class GCG:
         """The prompt's prefix (template + user message) through the model once, kept as a KV cache."""
         device = embedding_layer(self.model).weight.device
         prefix = torch.tensor([[*parts.before, *parts.user]], dtype=torch.long, device=device)
-        with torch.no_grad():
-            out = self.model(input_ids=prefix, use_cache=True)
-        cache = [(layer.keys, layer.values) for layer in output_cache(out).layers]
+        cache = compute_prefix(self.model, input_ids=prefix)
         after = embed(self.model, torch.tensor(parts.after, dtype=torch.long, device=device))
         target_tensor = torch.tensor(list(target_ids), dtype=torch.long, device=device)
         return _Problem(parts, cache, prefix.shape[1], after, target_tensor, embed(self.model, target_tensor))
 
     def _forward(self, problem: _Problem, suffix_embeds: Tensor) -> Tensor:
         """Logits ``[C, T, V]`` predicting the target after ``C`` suffixes ``[C, n, D]``, from the cached prefix."""
-        from transformers import DynamicCache
-
         c = suffix_embeds.shape[0]
-        cache = DynamicCache(
-            ddp_cache_data=[(k.expand(c, -1, -1, -1), v.expand(c, -1, -1, -1)) for k, v in problem.cache]
-        )
         embeds = torch.cat([suffix_embeds, problem.after.expand(c, -1, -1), problem.target.expand(c, -1, -1)], dim=1)
         length = embeds.shape[1]
         positions = torch.arange(problem.prefix_length, problem.prefix_length + length, device=embeds.device)
         t = problem.target.shape[0]
         kwargs = {"logits_to_keep": t + 1} if _keeps_logits(self.model) else {}
-        kwargs[cache_keyword(self.model)] = cache
+        kwargs.update(cache_argument(self.model, problem.cache, repeat=c))
         out = self.model(inputs_embeds=embeds, position_ids=positions.expand(c, -1), use_cache=True, **kwargs)
         return out.logits[:, -(t + 1) : -1]
 
