@@ -11,7 +11,7 @@ __all__ = ["build_info", "fgsm", "has_cuda_kernels", "ops", "pgd", "reference"]
 __version__ = "0.1.0"
 
 # The upper layers (and their matplotlib / scikit-learn imports) load on first use: advfast.train, ...
-_LAYERS = ("data", "eval", "gan", "models", "pipelines", "runtime", "text", "train")
+_LAYERS = ("data", "eval", "gan", "llm", "models", "pipelines", "runtime", "text", "train")
 
 
 def __getattr__(name: str):

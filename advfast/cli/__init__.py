@@ -11,9 +11,9 @@ import argparse
 import sys
 from types import ModuleType
 
-from advfast.cli import attack, augment, bench, evaluate, train
+from advfast.cli import attack, augment, bench, evaluate, llm_attack, llm_train, train
 
-COMMANDS: tuple[ModuleType, ...] = (train, augment, evaluate, attack, bench)
+COMMANDS: tuple[ModuleType, ...] = (train, augment, evaluate, attack, bench, llm_attack, llm_train)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
