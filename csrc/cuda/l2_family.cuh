@@ -420,9 +420,10 @@ __global__ void __launch_bounds__(kMaxGroupThreads, 1) l2_on_chip_kernel(Policy 
     }
     head.write(pol, s);
     tail.write(pol, s);
-    if (width > 32) {
-      __syncthreads();  // the next round writes slots[0] again
-    }
+    // Before a next round: every read of this round's reduction slots and of this thread's data slots is
+    // complete before they are written again (by other threads, and by this thread's cp.async, which program
+    // order alone does not order after its earlier shared loads).
+    __syncthreads();
   }
 }
 
