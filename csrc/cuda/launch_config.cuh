@@ -105,6 +105,66 @@ void allow_dynamic_shared(Kernel* kernel, int64_t bytes) {
   allowed[key] = bytes;
 }
 
+// A launch configuration of `grid` blocks in clusters of `cluster_blocks` (1-D).
+struct ClusterLaunch {
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attribute{};
+
+  ClusterLaunch(int64_t grid, int threads, int cluster_blocks, int64_t dynamic_shared, cudaStream_t stream) {
+    config.gridDim = dim3(static_cast<unsigned>(grid));
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    config.dynamicSmemBytes = static_cast<size_t>(dynamic_shared);
+    config.stream = stream;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = static_cast<unsigned>(cluster_blocks);
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // config.attrs points into this object
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
+// Clusters of `cluster_blocks` blocks of `kernel` (with `threads` threads and `dynamic_shared` bytes each)
+// that the current device runs at once; 0 when it cannot launch such a cluster at all (no cluster support,
+// a size above 8 where non-portable sizes are not allowed, or not enough SMs with that much shared memory
+// in one GPC). Opts the kernel in to the shared memory and, above 8 blocks, to non-portable sizes. A refused
+// query is an answer here, not an error: its error state is cleared. Cached per (kernel, device, size, bytes).
+template <typename Kernel>
+int active_clusters(Kernel* kernel, int cluster_blocks, int threads, int64_t dynamic_shared) {
+  static std::map<std::tuple<const void*, int, int, int64_t>, int> cached;
+  static std::mutex lock;
+  const int device = c10::cuda::current_device();
+  {
+    const std::lock_guard<std::mutex> guard(lock);
+    const auto found = cached.find(std::make_tuple(reinterpret_cast<const void*>(kernel), device, cluster_blocks,
+                                                   dynamic_shared));
+    if (found != cached.end()) {
+      return found->second;
+    }
+  }
+  int count = 0;
+  if (device_attribute(cudaDevAttrClusterLaunch) != 0) {
+    allow_dynamic_shared(kernel, dynamic_shared);
+    cudaError_t status = cudaSuccess;
+    if (cluster_blocks > 8) {
+      status = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    }
+    const ClusterLaunch launch(cluster_blocks, threads, cluster_blocks, dynamic_shared, nullptr);
+    if (status == cudaSuccess) {
+      status = cudaOccupancyMaxActiveClusters(&count, kernel, &launch.config);
+    }
+    if (status != cudaSuccess) {
+      count = 0;
+      (void)cudaGetLastError();  // the refusal is the answer; clear its (non-sticky) error
+    }
+  }
+  const std::lock_guard<std::mutex> guard(lock);
+  cached.emplace(std::make_tuple(reinterpret_cast<const void*>(kernel), device, cluster_blocks, dynamic_shared), count);
+  return count;
+}
+
 // How the pointers of one call sit against 16-byte boundaries. Packs of VEC = 16 / sizeof(scalar_t) elements
 // need every pointer at the same element offset from a boundary (then the same flat index starts a pack in
 // each); `offset` is that common offset in elements. Pointers whose offsets differ (views cut at different

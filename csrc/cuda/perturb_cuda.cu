@@ -1,6 +1,7 @@
 // CUDA implementations of the advfast ops, on the current stream: which kernel runs a call, with which grid.
-// Element math comes from advfast/perturb.h; the kernels are in elementwise.cuh (one pass: the L-inf ops) and
-// l2_family.cuh (per-sample norms: on chip, or chunked for samples too large for shared memory).
+// Element math comes from advfast/perturb.h; the kernels are in elementwise.cuh (one pass: the L-inf ops),
+// l2_family.cuh (per-sample norms: on chip in one block, or chunked for samples too large for shared memory)
+// and l2_cluster.cuh (sm_90+: a sample in the shared memory of a thread-block cluster).
 //
 // Rounding: this file is compiled with --fmad=false (CMakeLists.txt), so no a*b+c is contracted into an FMA
 // and every operation rounds as in the eager reference and the CPU build (-ffp-contract=off); divisions and
@@ -9,6 +10,7 @@
 #include "advfast/perturb.h"
 #include "device_math.cuh"
 #include "elementwise.cuh"
+#include "l2_cluster.cuh"
 #include "l2_family.cuh"
 #include "launch_config.cuh"
 
@@ -22,6 +24,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <limits>
 #include <string>
@@ -137,18 +140,36 @@ constexpr int64_t kMaxChunks = 1024;
 // each block loops over more. Bounds the grid (gridDim.x < 2^31) at a balance within 1/32 of a wave's time,
 // and keeps the kernels' loops reachable by a test of an ordinary size.
 constexpr int64_t kMaxWaves = 32;
+// The chunked path stops at 4 waves: it only gets there with one chunk per sample (a batch of thousands of
+// large samples), where every block then loops over many samples with equal counts (to within one).
+constexpr int64_t kChunkedWaves = 4;
+
+// The paths of an L2-family call, cheapest first: one block (or group) per sample, one cluster per sample,
+// chunks in several passes.
+enum class L2Path : int64_t { Chunked = 0, OnChip = 1, Cluster = 2 };
 
 // How one L2-family call runs on the current device (the same decision for the launch and for tests).
 struct L2Plan {
-  bool on_chip = false;
+  L2Path path = L2Path::Chunked;
   int group_threads = 0;  // on chip
   int block_threads = 0;
-  int64_t capacity = 0;  // on chip: packs per tensor per group
+  int64_t capacity = 0;  // on chip: packs per tensor per group; cluster: per block
   int64_t shared_bytes = 0;
   int64_t chunks = 0;  // chunked
   int64_t chunk_packs = 0;
   int64_t blocks = 0;
+  int cluster_blocks = 0;  // cluster
 };
+
+// The cluster path unless the environment says ADVFAST_CUDA_CLUSTERS=0 (read once): a way back to the chunked
+// path for samples past one block's shared memory, for comparisons or a device where clusters misbehave.
+inline bool clusters_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ADVFAST_CUDA_CLUSTERS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
 
 template <typename Policy, int VEC>
 L2Plan l2_plan(int64_t batch, int64_t n) {
@@ -165,7 +186,7 @@ L2Plan l2_plan(int64_t batch, int64_t n) {
   const int64_t bytes = groups * tensors_read<Policy>() * packs * static_cast<int64_t>(sizeof(Pack<scalar_t, VEC>));
   auto* on_chip = &l2_on_chip_kernel<Policy, VEC>;
   if (bytes <= dynamic_shared_budget(on_chip)) {
-    plan.on_chip = true;
+    plan.path = L2Path::OnChip;
     plan.group_threads = width;
     plan.block_threads = block;
     plan.capacity = packs;
@@ -173,6 +194,31 @@ L2Plan l2_plan(int64_t batch, int64_t n) {
     const int64_t waves = kMaxWaves * resident_blocks(on_chip, block, bytes);
     plan.blocks = std::min<int64_t>({(batch + groups - 1) / groups, waves, kMaxGrid});
     return plan;
+  }
+  // A cluster: the fewest blocks (one per SM, 512 threads) whose shared memory holds the sample, if the device
+  // can run such a cluster at all (and ADVFAST_CUDA_CLUSTERS=0 does not turn the path off).
+  const int64_t pack_bytes = tensors_read<Policy>() * static_cast<int64_t>(sizeof(Pack<scalar_t, VEC>));
+  if (clusters_enabled() && device_attribute(cudaDevAttrClusterLaunch) != 0) {
+    auto* cluster_kernel = &l2_cluster_kernel<Policy, VEC>;
+    const int64_t budget = dynamic_shared_budget(cluster_kernel);
+    int64_t blocks = std::max<int64_t>(2, (packs * pack_bytes + budget - 1) / budget);
+    while (blocks <= kMaxClusterBlocks && (packs + blocks - 1) / blocks * pack_bytes > budget) {
+      ++blocks;
+    }
+    if (blocks <= kMaxClusterBlocks) {
+      const int64_t slice = (packs + blocks - 1) / blocks;
+      const int64_t cluster_bytes = slice * pack_bytes;
+      const int active = active_clusters(cluster_kernel, static_cast<int>(blocks), kClusterThreads, cluster_bytes);
+      if (active > 0) {
+        plan.path = L2Path::Cluster;
+        plan.cluster_blocks = static_cast<int>(blocks);
+        plan.block_threads = kClusterThreads;
+        plan.capacity = slice;
+        plan.shared_bytes = cluster_bytes;
+        plan.blocks = std::min<int64_t>({batch, kMaxWaves * active, kMaxGrid / blocks}) * blocks;
+        return plan;
+      }
+    }
   }
   // Chunked: enough chunks per sample that the batch fills two waves of resident blocks (a batch of 3
   // ImageNet images still spreads over every SM: 147 chunks each), down to one pack per thread per chunk
@@ -183,7 +229,7 @@ L2Plan l2_plan(int64_t batch, int64_t n) {
   plan.chunks = std::clamp<int64_t>(std::min((2 * resident + batch - 1) / batch, by_size), 1, kMaxChunks);
   plan.chunk_packs = std::max<int64_t>(1, (packs + plan.chunks - 1) / plan.chunks);
   plan.block_threads = kChunkThreads;
-  plan.blocks = std::min<int64_t>({batch * plan.chunks, kMaxWaves * resident, kMaxGrid});
+  plan.blocks = std::min<int64_t>({batch * plan.chunks, kChunkedWaves * resident, kMaxGrid});
   return plan;
 }
 
@@ -194,7 +240,15 @@ void l2_family_launch(const Policy& pol, const at::Tensor& x_adv, int64_t batch,
   with_pack_width<typename Policy::storage_t>({pol.a, pol.g, pol.x, pol.p}, [&](auto vec, int offset) {
     constexpr int VEC = decltype(vec)::value;
     const L2Plan plan = l2_plan<Policy, VEC>(batch, n);
-    if (plan.on_chip) {
+    if (plan.path == L2Path::Cluster) {
+      auto* kernel = &l2_cluster_kernel<Policy, VEC>;
+      const ClusterShape shape{batch, n, offset, plan.cluster_blocks, plan.capacity};
+      // active_clusters (in the plan) opted the kernel in to this shared memory and cluster size.
+      const ClusterLaunch launch(plan.blocks, plan.block_threads, plan.cluster_blocks, plan.shared_bytes, stream);
+      C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, pol, shape));
+      return;
+    }
+    if (plan.path == L2Path::OnChip) {
       auto* kernel = &l2_on_chip_kernel<Policy, VEC>;
       allow_dynamic_shared(kernel, plan.shared_bytes);
       const OnChipShape shape{batch, n, offset, plan.group_threads, plan.capacity};
@@ -281,7 +335,8 @@ Kernels cuda_kernels() {
 
 // ---- the plan, for tests and benchmarks -------------------------------------------------------------------
 
-// [on_chip (0/1), group_threads, block_threads, shared_bytes, chunks, chunk_packs, blocks] of the L2-family op
+// [path (0 chunked, 1 on chip, 2 cluster), group_threads, block_threads, shared_bytes, chunks, chunk_packs,
+// blocks, cluster_blocks] of the L2-family op
 // `op` ("l2_step", "random_start_l2" or "apgd_l2") for a [batch, per_sample] call of `dtype` on the current
 // device, with 16-byte aligned tensors. Lets the tests put shapes on both sides of the on-chip limit of the
 // device they run on, and the benchmarks record which path they timed.
@@ -291,7 +346,8 @@ std::vector<int64_t> l2_plan_of(c10::string_view op, at::ScalarType dtype, int64
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "_cuda_l2_plan", [&] {
     constexpr int VEC = 16 / sizeof(scalar_t);
     const auto describe = [&](const L2Plan& p) {
-      out = {p.on_chip ? 1 : 0, p.group_threads, p.block_threads, p.shared_bytes, p.chunks, p.chunk_packs, p.blocks};
+      out = {static_cast<int64_t>(p.path), p.group_threads, p.block_threads, p.shared_bytes, p.chunks,
+             p.chunk_packs,  p.blocks,      p.cluster_blocks};
     };
     if (op == "l2_step") {
       describe(l2_plan<L2StepPolicy<scalar_t>, VEC>(batch, per_sample));
