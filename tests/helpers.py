@@ -112,16 +112,29 @@ def within_norm_rounding(actual: Tensor, expected: Tensor) -> None:
         assert_close_ulps(actual, expected, 1)
 
 
-# Fields of torch.ops.advfast._cuda_l2_plan's answer (CUDA builds only).
-L2_PLAN_FIELDS = ("on_chip", "group_threads", "block_threads", "shared_bytes", "chunks", "chunk_packs", "blocks")
+# Fields of torch.ops.advfast._cuda_l2_plan's answer (CUDA builds only), and its path codes.
+L2_PLAN_FIELDS = (
+    "path",
+    "group_threads",
+    "block_threads",
+    "shared_bytes",
+    "chunks",
+    "chunk_packs",
+    "blocks",
+    "cluster_blocks",
+)
+L2_PATHS = ("chunked", "on chip", "cluster")
 
 
-def cuda_l2_plan(op: str, dtype: torch.dtype, batch: int, per_sample: int) -> dict[str, int]:
+def cuda_l2_plan(op: str, dtype: torch.dtype, batch: int, per_sample: int) -> dict[str, int | str]:
     """How the CUDA L2-family op ("l2_step", "random_start_l2", "apgd_l2") runs a [batch, per_sample] call of
-    16-byte aligned tensors on the current device: on chip (group and block threads, shared bytes) or chunked
-    (chunks per sample, packs per chunk), and the grid's blocks."""
+    16-byte aligned tensors on the current device: its path ("on chip": a block or group per sample; "cluster":
+    a thread-block cluster per sample, sm_90+; "chunked": several passes), the group, block and cluster
+    sizes, the shared memory per block, the chunks per sample and packs per chunk, and the grid's blocks."""
     values = torch.ops.advfast._cuda_l2_plan(op, dtype, batch, per_sample)
-    return dict(zip(L2_PLAN_FIELDS, values, strict=True))
+    plan: dict[str, int | str] = dict(zip(L2_PLAN_FIELDS, values, strict=True))
+    plan["path"] = L2_PATHS[values[0]]
+    return plan
 
 
 def distance(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:

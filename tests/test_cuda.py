@@ -1,10 +1,11 @@
 """CUDA kernels against advfast.reference with the CPU suite's tolerances: every kernel path (one-pass packs with
 scalar heads and tails, straddling packs, second grid-stride passes; L2 on chip with sub-warp, warp and block
-groups and several samples per block, and chunked with several chunks per sample), both sides of the on-chip
-limit of the device at hand, per-sample eps/alpha/mask, layouts, misaligned views, odd sizes, aliasing,
-bounds, extreme gradients, side streams, opcheck, torch.compile, CUDA graphs, and a tensor of more than 2^31
-elements. Skipped unless this build has CUDA kernels and a GPU is present (nothing here touches the GPU at
-import time)."""
+groups and several samples per block, in a thread-block cluster per sample on sm_90+, and chunked with several
+chunks per sample), both sides of the on-chip and cluster limits of the device at hand, per-sample
+eps/alpha/mask, layouts, misaligned views, odd sizes, aliasing, bounds, extreme gradients, side streams,
+opcheck, torch.compile, CUDA graphs, and a tensor of more than 2^31 elements. Skipped unless this build has CUDA
+kernels and a GPU is present (nothing here touches the GPU at import time). benchmarks/gpu_check also runs the
+large-sample tests with ADVFAST_CUDA_CLUSTERS=0, so that sm_90 covers the chunked path at those sizes too."""
 
 from __future__ import annotations
 
@@ -45,13 +46,18 @@ SHAPES = [
     ((5, 1, 28, 28), "MNIST: L2 on chip, 64-thread groups"),
     ((37, 8, 48), "384-element tokens: warp groups, several samples per block"),
     ((9, 2, 3, 5), "30-element samples: 8-thread groups, straddling packs"),
-    ((3, 3, 128, 128), "3x128x128: L2 chunked, several chunks per sample"),
+    ((3, 3, 128, 128), "3x128x128: L2 in a cluster (sm_90+) or chunked"),
+    ((2, 3, 448, 448), "3x448x448: L2 chunked, several chunks per sample"),
     ((2, 3, 7, 5), "odd sizes: heads and tails of every sample"),
-    ((3, 3, 299, 299), "3x299x299: odd, chunked"),
+    ((3, 3, 299, 299), "3x299x299: odd, a 15-block cluster or chunked"),
     ((1, 1), "one element"),
     ((0, 3, 4, 4), "empty batch"),
 ]
 SHAPE_IDS = [why for _, why in SHAPES]
+# One shape per L2 path for the tests that run every dtype: on chip; a cluster on sm_90+ (chunked before, on
+# chip for the 16-bit random start); chunked on every device (past 16 blocks' shared memory even in float16).
+PATH_SHAPES = [(6, 3, 20, 20), (3, 3, 128, 128), (3, 3, 600, 600)]
+PATH_IDS = ["on chip", "cluster", "chunked"]
 
 
 def make(shape, dtype, layout="contiguous", seed=0, lo=0.0, hi=1.0):
@@ -168,7 +174,7 @@ def test_apgd_step_matches_reference(shape, why, dtype, layout, norm, momentum) 
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("bounds", BOUNDS, ids=str)
-@pytest.mark.parametrize("shape", [(6, 3, 20, 20), (3, 3, 128, 128)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", PATH_SHAPES, ids=PATH_IDS)
 def test_bounds_other_than_unit(name, bounds, shape) -> None:
     lo, hi = bounds
     x_adv, grad, x = make(shape, torch.float32, lo=lo, hi=hi, seed=5)
@@ -181,7 +187,7 @@ def test_bounds_other_than_unit(name, bounds, shape) -> None:
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(5, 3, 16, 16), (3, 3, 128, 128)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", PATH_SHAPES, ids=PATH_IDS)
 def test_denormal_and_huge_gradients(name, dtype, shape) -> None:
     """Gradients of the smallest subnormals (all of a sample), of the largest finite values, and mixed: the
     norms neither flush nor overflow, so every sample still steps as the reference says."""
@@ -203,35 +209,59 @@ def test_denormal_and_huge_gradients(name, dtype, shape) -> None:
 # ---- kernel paths ---------------------------------------------------------------------------------------
 
 
-def on_chip_limit(op: str, dtype: torch.dtype, batch: int = 3) -> int:
-    """The largest per-sample size that the L2-family op keeps on chip on this device."""
+def largest_size_on(op: str, dtype: torch.dtype, paths: tuple[str, ...], batch: int = 3) -> int:
+    """The largest per-sample size that the L2-family op runs on one of `paths` on this device (the paths are
+    ordered by size: on chip, then a cluster where the device has them, then chunked)."""
     low, high = 1, 1 << 24
-    assert cuda_l2_plan(op, dtype, batch, low)["on_chip"] and not cuda_l2_plan(op, dtype, batch, high)["on_chip"]
+    assert cuda_l2_plan(op, dtype, batch, low)["path"] in paths
+    assert cuda_l2_plan(op, dtype, batch, high)["path"] not in paths
     while high - low > 1:
         middle = (low + high) // 2
-        if cuda_l2_plan(op, dtype, batch, middle)["on_chip"]:
+        if cuda_l2_plan(op, dtype, batch, middle)["path"] in paths:
             low = middle
         else:
             high = middle
     return low
 
 
+def check_sizes_around(name: str, dtype: torch.dtype, limit: int, below: str, above: str) -> None:
+    """The largest sample on path `below` (odd sizes: heads and tails) and the next size up (path `above`)
+    match the reference."""
+    vec = 16 // torch.empty(0, dtype=dtype).element_size()
+    for n, path in ((limit, below), (limit + 1, above), (limit - vec, below)):
+        plan = cuda_l2_plan(PLAN_NAMES[name], dtype, 3, n)
+        assert plan["path"] == path, (n, plan)
+        x_adv, grad, x = make((3, n), dtype, seed=n)
+        eps = per_sample(3, 0.2, 1.0)
+        expected = run_op(name, x_adv, grad, x, eps, per_sample(3, 0.05, 0.5, 1), mask=some_mask(3), reference_too=True)
+        within_norm_rounding(x_adv, expected)
+
+
+def has_clusters() -> bool:
+    """Whether this device runs the L2 cluster path (sm_90+), for a sample just past the on-chip limit."""
+    n = largest_size_on("l2_step", torch.float32, ("on chip",)) + 1
+    return cuda_l2_plan("l2_step", torch.float32, 3, n)["path"] == "cluster"
+
+
 @pytest.mark.parametrize("name", list(PLAN_NAMES))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_l2_family_on_both_sides_of_the_on_chip_limit(name, dtype) -> None:
-    """The limit follows the device's shared memory; the largest on-chip sample (odd-sized, so with heads and
-    tails) and the next size up (chunked) both match the reference."""
-    plan_name = PLAN_NAMES[name]
-    limit = on_chip_limit(plan_name, dtype)
-    vec = 16 // torch.empty(0, dtype=dtype).element_size()
-    assert limit >= 3 * 32 * 32 // 2, f"only {limit} elements fit on chip"
-    for n, on_chip in ((limit, True), (limit + 1, False), (limit - vec, True)):
-        plan = cuda_l2_plan(plan_name, dtype, 3, n)
-        assert bool(plan["on_chip"]) == on_chip, (n, plan)
-        x_adv, grad, x = make((3, n), dtype, seed=n)
-        eps = per_sample(3, 0.2, 1.0)
-        expected = run_op(name, x_adv, grad, x, eps, per_sample(3, 0.05, 0.5, 1), mask=None, reference_too=True)
-        within_norm_rounding(x_adv, expected)
+    """The limit follows the device's shared memory (its whole opt-in carve-out, not 64 KiB)."""
+    limit = largest_size_on(PLAN_NAMES[name], dtype, ("on chip",))
+    plan = cuda_l2_plan(PLAN_NAMES[name], dtype, 3, limit)
+    assert plan["shared_bytes"] > 64 * 1024, plan
+    check_sizes_around(name, dtype, limit, "on chip", "cluster" if has_clusters() else "chunked")
+
+
+@pytest.mark.parametrize("name", list(PLAN_NAMES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l2_family_on_both_sides_of_the_cluster_limit(name, dtype) -> None:
+    if not has_clusters():
+        pytest.skip("this device has no thread-block clusters (sm_90+)")
+    limit = largest_size_on(PLAN_NAMES[name], dtype, ("on chip", "cluster"))
+    plan = cuda_l2_plan(PLAN_NAMES[name], dtype, 3, limit)
+    assert plan["cluster_blocks"] >= 8, plan
+    check_sizes_around(name, dtype, limit, "cluster", "chunked")
 
 
 def test_group_widths_follow_the_sample_size() -> None:
@@ -246,32 +276,45 @@ def test_group_widths_follow_the_sample_size() -> None:
 
 
 @pytest.mark.parametrize("name", list(PLAN_NAMES))
-def test_chunked_path_has_several_chunks_per_sample_for_small_batches(name) -> None:
-    plan = cuda_l2_plan(PLAN_NAMES[name], torch.float32, 3, 3 * 224 * 224)
-    assert not plan["on_chip"] and plan["chunks"] >= 2, plan
-    assert plan["blocks"] >= torch.cuda.get_device_properties().multi_processor_count, "the grid must fill the device"
-    x_adv, grad, x = make((3, 3, 224, 224), torch.float32, seed=8)
-    expected = run_op(name, x_adv, grad, x, per_sample(3, 0.5, 3.0), 0.7, mask=some_mask(3), reference_too=True)
+@pytest.mark.parametrize("shape", [(3, 3, 224, 224), (2, 3, 448, 448)], ids=["3x224x224", "3x448x448"])
+def test_large_samples_in_small_batches_fill_the_device(name, shape) -> None:
+    """ImageNet samples take a cluster each (sm_90+) or several chunks; 3x448x448 is chunked everywhere. A
+    batch of 2 or 3 still spreads over every SM."""
+    plan = cuda_l2_plan(PLAN_NAMES[name], torch.float32, shape[0], math.prod(shape[1:]))
+    if shape[-1] == 448:
+        assert plan["path"] == "chunked" and plan["chunks"] >= 2, plan
+        assert plan["blocks"] >= torch.cuda.get_device_properties().multi_processor_count, plan
+    else:
+        assert plan["path"] in ("cluster", "chunked"), plan
+    x_adv, grad, x = make(shape, torch.float32, seed=8)
+    b = shape[0]
+    expected = run_op(name, x_adv, grad, x, per_sample(b, 0.5, 3.0), 0.7, mask=some_mask(b), reference_too=True)
     within_norm_rounding(x_adv, expected)
 
 
-def _round_limited_batch(plan_name: str, n: int) -> tuple[int, dict[str, int]]:
-    """A batch just past what one round of the grid covers for samples of n elements: the L2 grids stop at a
-    fixed number of waves, so every block then does a second sample (or chunk)."""
-    capped = cuda_l2_plan(plan_name, torch.float32, 1 << 40, n)
-    per_block = capped["block_threads"] // capped["group_threads"] if capped["on_chip"] else 1
-    batch = capped["blocks"] * per_block + 1000
+def samples_per_round(plan: dict) -> int:
+    """Samples that one round of the grid covers."""
+    if plan["path"] == "on chip":
+        return plan["blocks"] * (plan["block_threads"] // plan["group_threads"])
+    if plan["path"] == "cluster":
+        return plan["blocks"] // plan["cluster_blocks"]
+    return plan["blocks"] // plan["chunks"]
+
+
+def round_limited_batch(plan_name: str, n: int) -> tuple[int, dict]:
+    """A batch past what one round of the grid covers for samples of n elements: the L2 grids stop at a fixed
+    number of waves, so blocks then do a second sample (or chunk)."""
+    batch = samples_per_round(cuda_l2_plan(plan_name, torch.float32, 1 << 40, n)) + 1000
     plan = cuda_l2_plan(plan_name, torch.float32, batch, n)
-    items = batch if plan["on_chip"] else batch * plan["chunks"]
-    assert plan["blocks"] * per_block < items, plan
+    assert samples_per_round(plan) < batch, plan
     return batch, plan
 
 
 @pytest.mark.parametrize("name", list(PLAN_NAMES))
 @pytest.mark.parametrize("n", [3, 8, 1001])
 def test_on_chip_blocks_that_loop_over_several_samples(name, n) -> None:
-    batch, plan = _round_limited_batch(PLAN_NAMES[name], n)
-    assert plan["on_chip"], plan
+    batch, plan = round_limited_batch(PLAN_NAMES[name], n)
+    assert plan["path"] == "on chip", plan
     x_adv, grad, x = make((batch, n), torch.float32, seed=9)
     expected = run_op(name, x_adv, grad, x, per_sample(batch, 0.1, 1.0), 0.3, mask=some_mask(batch), reference_too=True)
     within_norm_rounding(x_adv, expected)
@@ -279,10 +322,15 @@ def test_on_chip_blocks_that_loop_over_several_samples(name, n) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(PLAN_NAMES))
-def test_chunked_blocks_that_loop_over_several_chunks(name) -> None:
-    n = on_chip_limit(PLAN_NAMES[name], torch.float32) + 1
-    batch, plan = _round_limited_batch(PLAN_NAMES[name], n)
-    assert not plan["on_chip"], plan
+@pytest.mark.parametrize("path", ["cluster", "chunked"])
+def test_large_sample_blocks_that_loop_over_several_samples(name, path) -> None:
+    """The smallest samples of the path, in a batch past one round of its grid."""
+    if path == "cluster" and not has_clusters():
+        pytest.skip("this device has no thread-block clusters (sm_90+)")
+    smaller = ("on chip",) if path == "cluster" else ("on chip", "cluster")
+    n = largest_size_on(PLAN_NAMES[name], torch.float32, smaller) + 1
+    batch, plan = round_limited_batch(PLAN_NAMES[name], n)
+    assert plan["path"] == path, plan
     if _free_gpu_bytes() < 12 * batch * n * 4:
         pytest.skip(f"needs {12 * batch * n * 4 / 2**30:.1f} GiB of free GPU memory")
     x_adv, grad, x = (torch.rand(batch, n, device="cuda") for _ in range(3))
@@ -328,7 +376,11 @@ def storage_view(t: torch.Tensor, offset: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "offsets", [(1, 1, 1, 1), (3, 3, 3, 3), (1, 2, 3, 1)], ids=["common 1", "common 3", "different"]
 )
-@pytest.mark.parametrize("shape", [(5, 3, 11, 7), (4, 3, 16, 16), (3, 3, 96, 96)], ids=["odd", "even", "chunked"])
+@pytest.mark.parametrize(
+    "shape",
+    [(5, 3, 11, 7), (4, 3, 16, 16), (2, 3, 97, 101), (1, 3, 557, 601)],
+    ids=["odd", "even", "cluster", "chunked"],
+)
 def test_misaligned_views(name, dtype, offsets, shape) -> None:
     """Views with odd storage offsets (x_adv, grad, x, x_prev): a common offset keeps the packed body with scalar
     heads and tails, different offsets go element by element; both as the reference."""
@@ -350,7 +402,7 @@ def test_misaligned_views(name, dtype, offsets, shape) -> None:
 
 
 @pytest.mark.parametrize("op", ["linf_step_", "l2_step_"])
-@pytest.mark.parametrize("shape", [(7, 3, 20, 20), (3, 3, 128, 128), (3, 1001)], ids=["on chip", "chunked", "odd"])
+@pytest.mark.parametrize("shape", [*PATH_SHAPES, (3, 1001)], ids=[*PATH_IDS, "odd"])
 def test_grad_may_be_x_adv_itself(op, shape) -> None:
     x_adv, _, x = make(shape, torch.float32, seed=12)
     eps = per_sample(shape[0], 0.05, 0.5)
@@ -384,7 +436,8 @@ TOUR = [
     ((37, 8, 48), (1, 1, 1)),  # warp groups, common misalignment: heads and tails
     ((5, 1, 28, 28), (0, 0, 0)),  # 64-thread groups
     ((6, 3, 32, 32), (3, 3, 3)),  # block groups
-    ((3, 3, 128, 128), (0, 0, 0)),  # chunked, several chunks
+    ((3, 3, 128, 128), (0, 0, 0)),  # a cluster (sm_90+) or chunked
+    ((1, 3, 560, 560), (1, 1, 1)),  # chunked everywhere, common misalignment
     ((3, 3, 61, 67), (1, 2, 3)),  # chunked, element by element
     ((4, 5, 7), (2, 1, 0)),  # on chip, element by element
 ]
@@ -416,7 +469,7 @@ def test_every_kernel_path_once(dtype) -> None:
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(6, 3, 4), (6, 3, 128, 128)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", [(6, 3, 4), (6, 3, 128, 128), (6, 3, 600, 600)], ids=PATH_IDS)
 def test_unusable_per_sample_values_count_as_zero(name, dtype, shape) -> None:
     """+-inf, NaN, negative or out-of-range per-sample entries move nothing on CUDA too (no NaN from
     inf * sign(0)), as in the reference."""
@@ -442,7 +495,7 @@ def test_unusable_per_sample_values_count_as_zero(name, dtype, shape) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(4, 3, 32, 32), (2, 3, 128, 128)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", PATH_SHAPES, ids=PATH_IDS)
 def test_l2_norms_do_not_overflow(dtype, shape) -> None:
     """Huge gradient entries and a huge alpha still step (the per-sample norms cannot overflow)."""
     big = 1e200 if dtype == torch.float64 else 1e20
@@ -472,7 +525,11 @@ def test_results_are_finite_for_huge_radii_and_infinite_bounds(name, dtype) -> N
 
 
 @pytest.mark.parametrize("name", ["l2_step_", "random_start_l2", "apgd_l2"])
-@pytest.mark.parametrize("shape", [(4, 3, 128, 128), (4, 3, 32, 32), (64, 384)], ids=["chunked", "block", "warp"])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 3, 600, 600), (4, 3, 128, 128), (4, 3, 32, 32), (64, 384)],
+    ids=["chunked", "cluster", "block", "warp"],
+)
 def test_l2_family_is_deterministic(name, shape) -> None:
     x_adv, grad, x = make(shape, torch.float32, seed=14)
     results = []
@@ -528,7 +585,7 @@ def _attack_loop(x_adv, x_prev, x, weight, eps_t, mask):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", [(4, 3, 6, 6), (3, 3, 100, 100)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", [(4, 3, 6, 6), (3, 3, 100, 100), (2, 3, 400, 400)], ids=PATH_IDS)
 def test_ops_inside_torch_compile_fullgraph(shape) -> None:
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(0)
@@ -546,7 +603,7 @@ GRAPH_OPS = ("linf_step_", "l2_step_", "apgd_linf", "apgd_l2")
 
 
 @pytest.mark.parametrize("name", GRAPH_OPS)
-@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (3, 3, 128, 128), (40, 384)], ids=["on chip", "chunked", "warp"])
+@pytest.mark.parametrize("shape", [*PATH_SHAPES, (40, 384)], ids=[*PATH_IDS, "warp"])
 def test_cuda_graph_replays_pick_up_new_values(name, shape) -> None:
     """One capture, several replays: each replay reads the current x_adv, eps, alpha and mask tensors (float64
     eps: the op's conversion is captured too) and matches the reference."""
@@ -588,7 +645,7 @@ def test_cuda_graph_replays_pick_up_new_values(name, shape) -> None:
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (3, 3, 128, 128)], ids=["on chip", "chunked"])
+@pytest.mark.parametrize("shape", PATH_SHAPES, ids=PATH_IDS)
 def test_cuda_graph_random_start_draws_fresh_noise_per_replay(norm, shape) -> None:
     """Under capture the start draws from torch's graph-safe generator: each replay is a new uniform point of the
     ball of the current per-sample eps (eps = 0 keeps x exactly)."""
