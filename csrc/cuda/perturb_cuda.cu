@@ -191,6 +191,7 @@ L2Plan l2_plan(int64_t batch, int64_t n) {
     plan.block_threads = block;
     plan.capacity = packs;
     plan.shared_bytes = bytes;
+    allow_dynamic_shared(on_chip, bytes);  // before the occupancy query, which may assume the 48 KiB default
     const int64_t waves = kMaxWaves * resident_blocks(on_chip, block, bytes);
     plan.blocks = std::min<int64_t>({(batch + groups - 1) / groups, waves, kMaxGrid});
     return plan;
