@@ -22,6 +22,11 @@ the channels, 0.7M parameters, ~0.1 s per forward+backward on one core here, so 
 a minute on 2 cores); 64 is the standard ResNet-18 (11.2M parameters, ~10x the time per pass, a few minutes
 for the file). The model's name in ``extra_info`` says which. Rounds follow ``--benchmark-min-rounds`` and
 ``--benchmark-max-time`` as in bench_step.py.
+
+On CUDA each attack is also timed between CUDA events (``extra_info["device_median_s"]``, which report.py
+uses): from the attack's first kernel to its last, without the final synchronisation's latency. The attack is
+a Python loop, so this still includes the time the GPU waits for the host between launches, as a user's
+attack does.
 """
 
 from __future__ import annotations
@@ -169,6 +174,7 @@ def test_pgd(
     rounds_for: Callable[[float], int],
     environment: Callable[[str], dict[str, Any]],
     problem: Callable[[str], Problem],
+    cuda_events_time: Callable[..., Any],
     device: str,
     variant: str,
 ) -> None:
@@ -234,4 +240,7 @@ def test_pgd(
             **match,
         }
     )
-    benchmark.pedantic(target, rounds=rounds_for(call_s), warmup_rounds=1, iterations=1)
+    rounds = rounds_for(call_s)
+    if device == "cuda":
+        benchmark.extra_info.update(cuda_events_time(lambda: attack(True), rounds).extra_info())
+    benchmark.pedantic(target, rounds=rounds, warmup_rounds=1, iterations=1)

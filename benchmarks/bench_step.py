@@ -1,7 +1,8 @@
 """The fused step ops against the eager chains, torch.compile and a plain copy of the same bytes.
 
 Per device, step (the PGD steps ``linf``, ``l2`` and the APGD momentum steps ``apgd-linf``, ``apgd-l2``) and
-size (float32, CIFAR-shaped ``[N // 3072, 3, 32, 32]``, N from 1M to 64M elements), five variants of one step
+size (float32, CIFAR-shaped ``[N // 3072, 3, 32, 32]`` unless ``ADVFAST_BENCH_SAMPLE`` says otherwise, N from 1M
+to 64M elements), five variants of one step
 from the same inputs:
 
 - ``advfast``: ``ops.linf_step_`` / ``ops.l2_step_`` / ``ops.apgd_step_``, in place, one pass over memory
@@ -36,15 +37,22 @@ more while ``--benchmark-max-time`` (default 1 s) is not used up, after one warm
     ADVFAST_BENCH_SIZES=1M .venv/bin/pytest benchmarks/bench_step.py --benchmark-min-rounds=1 \\
         --benchmark-max-time=0.05 --benchmark-json=benchmarks/results/smoke.json
 
-On CUDA (when torch sees a GPU and advfast was built with its CUDA kernels) one round runs the step
-``calls_per_round`` times and then synchronizes once, so that launch and synchronization latency do not
-swamp kernels of a few microseconds: pytest-benchmark's own table shows seconds per round there, and
-``report.py`` divides by ``calls_per_round``.
+``ADVFAST_BENCH_SAMPLE=3x224x224`` sets the sample shape (default ``3x32x32``, CIFAR; ImageNet's is larger than
+a GPU block's shared memory, so the CUDA L2 steps take a thread-block cluster per sample on sm_90+, else their
+chunked path): the batch is N // sample elements.
+
+On CUDA (when torch sees a GPU and advfast was built with its CUDA kernels) each variant is timed on the
+device: ``calls_per_round`` calls captured into one CUDA graph, each round one replay between CUDA events
+(benchmarks/conftest.py), so that launch latency and the host do not swamp kernels of a few microseconds.
+``extra_info["device_median_s"]`` is the median seconds per call, which ``report.py`` uses; pytest-benchmark's
+own (wall-clock) table then shows one round of ``calls_per_round`` eager calls, for reference only. The L2
+steps also record which CUDA path advfast took (``cuda_l2_path``: on chip, cluster or chunked).
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import os
 import re
 import time
@@ -61,8 +69,20 @@ import advfast
 from advfast import ops, reference
 
 SIZES = {"1M": 2**20, "4M": 2**22, "16M": 2**24, "64M": 2**26}
-SAMPLE_SHAPE = (3, 32, 32)  # CIFAR
-SAMPLE_NUMEL = 3 * 32 * 32
+
+
+def parse_sample(text: str | None) -> tuple[int, ...]:
+    """The sample shape C x H x W from ``ADVFAST_BENCH_SAMPLE`` ("3x224x224"); CIFAR's 3x32x32 by default."""
+    if not text:
+        return (3, 32, 32)
+    if re.fullmatch(r"\d+x\d+x\d+", text.strip()) is None:
+        raise ValueError(f"ADVFAST_BENCH_SAMPLE: {text!r} is not a shape C x H x W such as 3x224x224")
+    return tuple(int(d) for d in text.strip().split("x"))
+
+
+SAMPLE_SHAPE = parse_sample(os.environ.get("ADVFAST_BENCH_SAMPLE"))
+SAMPLE_NUMEL = math.prod(SAMPLE_SHAPE)
+SAMPLE_NAME = "x".join(str(d) for d in SAMPLE_SHAPE)
 # The steps; "norm" is the name results are grouped by (report.py prints one table per device and norm).
 NORMS = ("linf", "l2", "apgd-linf", "apgd-l2")
 VARIANTS = ("advfast", "eager_out_of_place", "eager_in_place", "compiled", "copy_floor")
@@ -101,7 +121,7 @@ def parse_sizes(text: str | None) -> dict[str, int]:
             raise ValueError(f"ADVFAST_BENCH_SIZES: {item!r} is not a size such as 1M, 256K or 3000000")
         n = int(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20}[match.group(2)]
         if n < SAMPLE_NUMEL:
-            raise ValueError(f"ADVFAST_BENCH_SIZES: {item!r} is less than one 3x32x32 sample")
+            raise ValueError(f"ADVFAST_BENCH_SIZES: {item!r} is less than one {SAMPLE_NAME} sample")
         sizes[label] = n
     return sizes
 
@@ -142,7 +162,7 @@ def synchronize(device: str) -> None:
 
 @dataclass
 class Inputs:
-    """One step's inputs and its reference result; tensors [B, 3, 32, 32] float32."""
+    """One step's inputs and its reference result; tensors [B, *SAMPLE_SHAPE] float32."""
 
     x: Tensor  # clean batch, uniform in [0, 1]
     grad: Tensor  # standard normal
@@ -233,7 +253,7 @@ def _random_start(x: Tensor, norm: str, eps: float, seed: int) -> Tensor:
         noise = torch.randn(x.shape, generator=gen, device=x.device)
         radius = eps * torch.rand(x.shape[0], generator=gen, device=x.device)
         scale = radius / torch.linalg.vector_norm(noise.flatten(1), dim=1)
-        noise.mul_(scale.view(-1, 1, 1, 1))
+        noise.mul_(scale.view(-1, *([1] * len(SAMPLE_SHAPE))))
     return noise.add_(x).clamp_(LO, HI)
 
 
@@ -496,11 +516,22 @@ def check(norm: str, variant: str, actual: Tensor, expected: Tensor) -> tuple[bo
 # ---- the benchmark ---------------------------------------------------------------------------------------
 
 
+def cuda_l2_path(norm: str, batch: int) -> str | None:
+    """Which CUDA path advfast's L2-family step takes for this batch ("on chip", "cluster" or "chunked"), else
+    None."""
+    names = {"l2": "l2_step", "apgd-l2": "apgd_l2"}
+    if norm not in names:
+        return None
+    plan = torch.ops.advfast._cuda_l2_plan(names[norm], torch.float32, batch, SAMPLE_NUMEL)
+    return ("chunked", "on chip", "cluster")[plan[0]]
+
+
 @pytest.mark.parametrize(("device", "norm", "size", "variant"), PARAMS)
 def test_step(
     benchmark: Any,
     rounds_for: Callable[[float], int],
     environment: Callable[[str], dict[str, Any]],
+    cuda_device_time: Callable[..., Any],
     device: str,
     norm: str,
     size: str,
@@ -541,6 +572,7 @@ def test_step(
             "size": size,
             "elements": numel,
             "shape": list(inputs.x.shape),
+            "sample": SAMPLE_NAME,
             "dtype": "float32",
             "bytes_moved": BYTES_PER_ELEMENT[norm] * numel,
             "calls_per_round": calls,
@@ -552,4 +584,11 @@ def test_step(
     )
     if variant == "compiled":
         benchmark.extra_info["compile_s"] = _CACHE.compile_s[norm]
-    benchmark.pedantic(target, rounds=rounds_for(first_call_s * calls), warmup_rounds=1, iterations=1)
+    if device == "cpu":
+        benchmark.pedantic(target, rounds=rounds_for(first_call_s * calls), warmup_rounds=1, iterations=1)
+        return
+    if variant == "advfast" and (path := cuda_l2_path(norm, inputs.x.shape[0])) is not None:
+        benchmark.extra_info["cuda_l2_path"] = path
+    timed = cuda_device_time(step, calls, rounds_for(first_call_s * calls))
+    benchmark.extra_info.update(timed.extra_info())
+    benchmark.pedantic(target, rounds=1, warmup_rounds=0, iterations=1)  # wall clock, for reference only

@@ -92,6 +92,51 @@ def assert_close_ulps(actual: Tensor, expected: Tensor, ulps: float) -> None:
     assert distance <= ulps, f"{distance} ulps > {ulps}; {describe_mismatch(actual, expected)}"
 
 
+def exact_or_one_ulp(actual: Tensor, expected: Tensor) -> None:
+    """The L-inf contract: float32 and float64 bit for bit, half types within one unit in the last place."""
+    if actual.dtype in (torch.float32, torch.float64):
+        assert torch.equal(actual, expected), describe_mismatch(actual, expected)
+    else:
+        assert_close_ulps(actual, expected, 1)
+
+
+def within_norm_rounding(actual: Tensor, expected: Tensor) -> None:
+    """The L2 contract: equal up to the rounding of the per-sample norm reductions (which sum in another
+    order than torch's), i.e. a few float32 ulps of the step, or one ulp of a 16-bit result. The same
+    tolerances on every device."""
+    if actual.dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, atol=1e-12, rtol=1e-12)
+    elif actual.dtype == torch.float32:
+        torch.testing.assert_close(actual, expected, atol=2e-6, rtol=2e-6)
+    else:
+        assert_close_ulps(actual, expected, 1)
+
+
+# Fields of torch.ops.advfast._cuda_l2_plan's answer (CUDA builds only), and its path codes.
+L2_PLAN_FIELDS = (
+    "path",
+    "group_threads",
+    "block_threads",
+    "shared_bytes",
+    "chunks",
+    "chunk_packs",
+    "blocks",
+    "cluster_blocks",
+)
+L2_PATHS = ("chunked", "on chip", "cluster")
+
+
+def cuda_l2_plan(op: str, dtype: torch.dtype, batch: int, per_sample: int) -> dict[str, int | str]:
+    """How the CUDA L2-family op ("l2_step", "random_start_l2", "apgd_l2") runs a [batch, per_sample] call of
+    16-byte aligned tensors on the current device: its path ("on chip": a block or group per sample; "cluster":
+    a thread-block cluster per sample, sm_90+; "chunked": several passes), the group, block and cluster
+    sizes, the shared memory per block, the chunks per sample and packs per chunk, and the grid's blocks."""
+    values = torch.ops.advfast._cuda_l2_plan(op, dtype, batch, per_sample)
+    plan: dict[str, int | str] = dict(zip(L2_PLAN_FIELDS, values, strict=True))
+    plan["path"] = L2_PATHS[values[0]]
+    return plan
+
+
 def distance(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
     """Per-sample L-inf or L2 distance, in float64."""
     d = (x_adv.double() - x.double()).flatten(1)

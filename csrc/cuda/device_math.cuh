@@ -1,21 +1,17 @@
-// Device-side plumbing for the CUDA ops: vector packs, block reductions of SquareSum (advfast/perturb.h), grid
-// sizing and shared-memory limits. No op formulas here.
+// Device-side plumbing for the CUDA ops: vector packs, overflow-free norm sums and their deterministic
+// reductions over a group of threads. No op formulas here (those live in advfast/perturb.h).
 #pragma once
 
 #include "advfast/perturb.h"
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <array>
 #include <cstdint>
-#include <mutex>
 
 namespace advfast::cuda {
 
-// A per-sample scalar on the device: values[b] when given, else fallback.
+// A per-sample scalar on the device: values[b] when given, else fallback. Read once per sample (or per pack
+// of the L-inf kernels), never per element of a per-sample loop.
 template <typename T>
 struct DeviceSampleScalar {
   const T* values;
@@ -29,6 +25,9 @@ struct alignas(sizeof(scalar_t) * VEC) Pack {
   scalar_t v[VEC];
 };
 
+// No __restrict__ and no read-only (__ldg) path anywhere: grad may be x_adv itself (the PGD steps allow it),
+// and every kernel reads an element before the same thread writes it, which is correct for aliasing
+// pointers only without those promises.
 template <typename scalar_t, int VEC>
 __device__ __forceinline__ Pack<scalar_t, VEC> load_pack(const scalar_t* p) {
   return *reinterpret_cast<const Pack<scalar_t, VEC>*>(p);
@@ -39,104 +38,107 @@ __device__ __forceinline__ void store_pack(scalar_t* p, const Pack<scalar_t, VEC
   *reinterpret_cast<Pack<scalar_t, VEC>*>(p) = value;
 }
 
+// ---- per-sample sums of squares ---------------------------------------------------------------------------
+// NormSum<T> accumulates sum(v^2) over values v of math type T without overflow for any finite v, in double:
+//   float: the square of a float is exact in double (24-bit mantissas give a 48-bit product) and at most
+//          (3.4e38)^2 = 1.2e77, so a plain double sum neither overflows nor loses more than the rounding of
+//          the additions; the norm then rounds like the reference's vector_norm(x.double()).to(float32).
+//   double: the overflow-safe split pair SquareSum<double> of advfast/perturb.h (entries above 2^480 summed
+//          scaled), as on the CPU.
+// Double arithmetic costs 2 flops per element and norm, far below what the memory bandwidth leaves on the
+// sm_80 / sm_90 parts this builds for (FP64 at half the FP32 rate).
+
 template <typename T>
-__device__ __forceinline__ SquareSum<T> shuffle_down(const SquareSum<T>& v, int offset) {
-  return {__shfl_down_sync(0xffffffffu, v.small, offset), __shfl_down_sync(0xffffffffu, v.big, offset)};
+struct NormSum;
+
+template <>
+struct NormSum<float> {
+  double sum;
+
+  __device__ static NormSum zero() { return {0.0}; }
+  __device__ void add(float v) {
+    const double w = static_cast<double>(v);
+    sum = __dadd_rn(sum, __dmul_rn(w, w));
+  }
+  __device__ NormSum operator+(const NormSum& other) const { return {__dadd_rn(sum, other.sum)}; }
+  __device__ double norm() const { return ::sqrt(sum); }
+  __device__ NormSum shuffle_xor(unsigned lanes, int offset, int width) const {
+    return {__shfl_xor_sync(lanes, sum, offset, width)};
+  }
+};
+
+template <>
+struct NormSum<double> {
+  SquareSum<double> pair;
+
+  __device__ static NormSum zero() { return {SquareSum<double>::zero()}; }
+  __device__ void add(double v) { pair.add(v); }
+  __device__ NormSum operator+(const NormSum& other) const { return {pair + other.pair}; }
+  __device__ double norm() const { return pair.norm(); }
+  __device__ NormSum shuffle_xor(unsigned lanes, int offset, int width) const {
+    return {{__shfl_xor_sync(lanes, pair.small, offset, width), __shfl_xor_sync(lanes, pair.big, offset, width)}};
+  }
+};
+
+// Sum over the `width` consecutive lanes of a warp (width a power of two <= 32; `lanes` the bit mask of
+// exactly those lanes) by a butterfly: at each stage lane i adds lane i^m's value and lane i^m adds lane i's,
+// which is the same sum (IEEE addition commutes), so every lane ends with the same bits, in an order fixed
+// by the lane numbers alone (deterministic).
+template <typename T>
+__device__ __forceinline__ NormSum<T> butterfly_sum(NormSum<T> v, unsigned lanes, int width) {
+  for (int offset = width / 2; offset > 0; offset /= 2) {
+    v = v + v.shuffle_xor(lanes, offset, width);
+  }
+  return v;
 }
 
-// Sum of v over the block (blockDim.x a multiple of 32, at most 32 warps), returned to every thread.
-// warp_sums is a __shared__ array of blockDim.x / 32 entries; it may be reused as soon as this returns.
+// The mask of the `width` lanes (a power of two <= 32) of the calling thread's lane group.
+__device__ __forceinline__ unsigned group_lanes(int width) {
+  if (width >= 32) {
+    return 0xffffffffu;
+  }
+  const unsigned lane = threadIdx.x & 31u;
+  return ((1u << width) - 1u) << (lane & ~static_cast<unsigned>(width - 1));
+}
+
+// Sum of v over a group of `width` threads (a power of two from 1 to blockDim.x; groups are aligned runs of
+// threadIdx.x), returned to every thread of the group with the same bits.
+//   width <= 32: one butterfly inside the warp, no barrier.
+//   width > 32:  a butterfly per warp, the warp totals into slots[warp] (one __syncthreads), then every thread
+//                adds its group's warp totals in warp order.
+// Every thread of the block must call it (it may contain a barrier); `slots` (blockDim.x / 32 entries) must
+// not be read by an earlier call that some thread may still be in: callers use separate slots per reduction
+// and a barrier before reusing them.
 template <typename T>
-__device__ SquareSum<T> block_sum(SquareSum<T> v, SquareSum<T>* warp_sums) {
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int warps = blockDim.x >> 5;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    v = v + shuffle_down(v, offset);
+__device__ NormSum<T> group_sum(NormSum<T> v, int width, NormSum<T>* slots) {
+  if (width <= 32) {
+    return butterfly_sum(v, group_lanes(width), width);
   }
-  if (lane == 0) {
-    warp_sums[warp] = v;
+  v = butterfly_sum(v, 0xffffffffu, 32);
+  const int warp = static_cast<int>(threadIdx.x >> 5);
+  if ((threadIdx.x & 31u) == 0) {
+    slots[warp] = v;
   }
   __syncthreads();
-  if (warp == 0) {
-    v = lane < warps ? warp_sums[lane] : SquareSum<T>::zero();
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      v = v + shuffle_down(v, offset);
-    }
-    if (lane == 0) {
-      warp_sums[0] = v;
-    }
+  const int warps_per_group = width / 32;
+  const int first = warp - warp % warps_per_group;
+  NormSum<T> total = slots[first];
+  for (int w = 1; w < warps_per_group; ++w) {
+    total = total + slots[first + w];
   }
-  __syncthreads();
-  const SquareSum<T> total = warp_sums[0];
-  __syncthreads();
   return total;
 }
 
-// values[0] + values[1] + ... in that order: every block that folds the same partials gets the same bits.
+// Sum of values[0..count) by one warp (all 32 lanes call it): lane l adds entries l, l + 32, ... in order, then
+// a butterfly; the order depends on count alone, so every warp that folds the same partials gets the same
+// bits.
 template <typename T>
-__device__ SquareSum<T> ordered_sum(const SquareSum<T>* values, int64_t count) {
-  SquareSum<T> total = SquareSum<T>::zero();
-  for (int64_t k = 0; k < count; ++k) {
-    total = total + values[k];
+__device__ NormSum<T> warp_fold(const NormSum<T>* values, int64_t count) {
+  NormSum<T> v = NormSum<T>::zero();
+  for (int64_t k = threadIdx.x & 31u; k < count; k += 32) {
+    v = v + values[k];
   }
-  return total;
-}
-
-constexpr int kMaxDevices = 64;
-
-// A device attribute of the current device, queried once per device.
-template <cudaDeviceAttr Attribute>
-int device_attribute() {
-  static std::array<int, kMaxDevices> cached{};
-  static std::mutex lock;
-  const int device = c10::cuda::current_device();
-  std::lock_guard<std::mutex> guard(lock);
-  if (device < kMaxDevices && cached[device] > 0) {
-    return cached[device];
-  }
-  int value = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, Attribute, device));
-  if (device < kMaxDevices) {
-    cached[device] = value;
-  }
-  return value;
-}
-
-// Blocks that the current device runs at once with 256-thread blocks (8 per SM).
-inline int max_resident_blocks() {
-  return std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>()) * 8;
-}
-
-// Dynamic shared memory a block may use on the current device once its kernel opted in (48 KiB without).
-inline int64_t opt_in_shared_bytes() {
-  return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>();
-}
-
-// Lets `kernel` launch with up to `bytes` of dynamic shared memory on the current device (once per kernel and
-// device; the attribute is a property of the function, not of a launch).
-template <typename Kernel>
-void allow_dynamic_shared(Kernel* kernel, int bytes) {
-  static std::array<int, kMaxDevices> allowed{};
-  static std::mutex lock;
-  const int device = c10::cuda::current_device();
-  std::lock_guard<std::mutex> guard(lock);
-  if (device < kMaxDevices && allowed[device] >= bytes) {
-    return;
-  }
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  if (device < kMaxDevices) {
-    allowed[device] = bytes;
-  }
-}
-
-// Grid for a grid-stride loop over `items` with `threads` per block: enough blocks to cover the items, capped
-// at a few waves of resident blocks (more only adds scheduling overhead).
-inline int grid_size(int64_t items, int threads) {
-  const int64_t needed = (items + threads - 1) / threads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, 4LL * max_resident_blocks())));
+  return butterfly_sum(v, 0xffffffffu, 32);
 }
 
 }  // namespace advfast::cuda

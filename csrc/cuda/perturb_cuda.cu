@@ -1,42 +1,40 @@
-// CUDA implementations of the advfast ops, on the current stream. Element math comes from advfast/perturb.h;
-// this file only decides who touches which element.
+// CUDA implementations of the advfast ops, on the current stream: which kernel runs a call, with which grid.
+// Element math comes from advfast/perturb.h; the kernels are in elementwise.cuh (one pass: the L-inf ops),
+// l2_family.cuh (per-sample norms: on chip in one block, or chunked for samples too large for shared memory)
+// and l2_cluster.cuh (sm_90+: a sample in the shared memory of a thread-block cluster).
 //
-// L-inf ops: one grid-stride pass with 128-bit loads and stores.
-// L2 ops (one to three per-sample norms before the write; a policy per op says which values they are):
-//   on chip  - a sample that fits in shared memory is loaded once by one block, reduced there and written:
-//              one read and one write of memory, as for L-inf;
-//   chunked  - larger samples: blocks over (sample, chunk) write per-chunk partial sums into a small buffer that
-//              the next phase folds in a fixed order (deterministic, no atomics): one pass per norm, plus the
-//              write.
-// Norms accumulate in SquareSum (advfast/perturb.h), which cannot overflow for finite values.
+// Rounding: this file is compiled with --fmad=false (CMakeLists.txt), so no a*b+c is contracted into an FMA
+// and every operation rounds as in the eager reference and the CPU build (-ffp-contract=off); divisions and
+// square roots are IEEE (nvcc's defaults without --use_fast_math), denormals are kept (no flush to zero).
 #include "advfast/frontend.h"
 #include "advfast/perturb.h"
 #include "device_math.cuh"
+#include "elementwise.cuh"
+#include "l2_cluster.cuh"
+#include "l2_family.cuh"
+#include "launch_config.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
+#include <limits>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 namespace advfast::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-// Dynamic shared memory the on-chip L2 path may use: up to 64 KiB a block (so that a few blocks still share an
-// SM; a CIFAR sample's x_adv, x_prev, grad and x in float32 take 48 KiB), less 256 bytes for the block
-// reduction's static buffer. A block gets 48 KiB without opting in.
-constexpr int64_t kStaticSharedReserve = 256;
-constexpr int64_t kOnChipMaxBytes = 64 * 1024 - kStaticSharedReserve;
-constexpr int64_t kDefaultDynamicShared = 48 * 1024 - kStaticSharedReserve;
-// Elements per block in the chunked L2 path.
-constexpr int64_t kChunk = 16384;
+constexpr int64_t kMaxGrid = std::numeric_limits<int32_t>::max();
 
 template <typename T>
 DeviceSampleScalar<T> sample_scalar(const PerSample& p) {
@@ -47,545 +45,228 @@ const bool* mask_data(const c10::optional<at::Tensor>& mask) {
   return mask.has_value() ? mask->data_ptr<bool>() : nullptr;
 }
 
-// ---- L-inf --------------------------------------------------------------------------------------------
-
-// PER_SAMPLE: some argument varies by sample, so each pack finds its sample (packs never straddle samples).
-template <typename scalar_t, int VEC, bool PER_SAMPLE>
-__global__ void __launch_bounds__(kThreads) linf_step_kernel(
-    scalar_t* __restrict__ a, const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, int64_t packs,
-    int64_t per_sample, DeviceSampleScalar<at::opmath_type<scalar_t>> eps,
-    DeviceSampleScalar<at::opmath_type<scalar_t>> alpha, const bool* __restrict__ mask,
-    at::opmath_type<scalar_t> lo, at::opmath_type<scalar_t> hi) {
-  using T = at::opmath_type<scalar_t>;
-  using P = Pack<scalar_t, VEC>;
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = p * VEC;
-    int64_t b = 0;
-    if constexpr (PER_SAMPLE) {
-      b = i / per_sample;
-      if (mask != nullptr && !mask[b]) {
-        continue;
-      }
-    }
-    P av = load_pack<scalar_t, VEC>(a + i);
-    const P gv = load_pack<scalar_t, VEC>(g + i);
-    const P xv = load_pack<scalar_t, VEC>(x + i);
-    const T eps_b = eps[b];
-    const T alpha_b = alpha[b];
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      av.v[k] = static_cast<scalar_t>(linf_step<T>(
-          static_cast<T>(av.v[k]), static_cast<T>(gv.v[k]), static_cast<T>(xv.v[k]), eps_b, alpha_b, lo, hi));
-    }
-    store_pack<scalar_t, VEC>(a + i, av);
-  }
-}
-
-template <typename scalar_t, int VEC>
-__global__ void __launch_bounds__(kThreads) linf_start_kernel(
-    scalar_t* __restrict__ a, const scalar_t* __restrict__ x, int64_t packs, int64_t per_sample,
-    DeviceSampleScalar<at::opmath_type<scalar_t>> eps, at::opmath_type<scalar_t> lo,
-    at::opmath_type<scalar_t> hi) {
-  using T = at::opmath_type<scalar_t>;
-  using P = Pack<scalar_t, VEC>;
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = p * VEC;
-    const T eps_b = eps.values != nullptr ? eps[i / per_sample] : eps.fallback;
-    P av = load_pack<scalar_t, VEC>(a + i);
-    const P xv = load_pack<scalar_t, VEC>(x + i);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      av.v[k] = static_cast<scalar_t>(linf_start<T>(static_cast<T>(av.v[k]), static_cast<T>(xv.v[k]), eps_b, lo, hi));
-    }
-    store_pack<scalar_t, VEC>(a + i, av);
-  }
-}
-
-// APGD, L-inf: reads x_adv, x_prev, grad, x; writes x_adv and x_prev <- x_adv.
-template <typename scalar_t, int VEC, bool PER_SAMPLE>
-__global__ void __launch_bounds__(kThreads) apgd_linf_kernel(
-    scalar_t* __restrict__ a, scalar_t* __restrict__ a_prev, const scalar_t* __restrict__ g,
-    const scalar_t* __restrict__ x, int64_t packs, int64_t per_sample,
-    DeviceSampleScalar<at::opmath_type<scalar_t>> eps, DeviceSampleScalar<at::opmath_type<scalar_t>> eta,
-    const bool* __restrict__ mask, at::opmath_type<scalar_t> mu, at::opmath_type<scalar_t> one_minus_mu,
-    at::opmath_type<scalar_t> lo, at::opmath_type<scalar_t> hi) {
-  using T = at::opmath_type<scalar_t>;
-  using P = Pack<scalar_t, VEC>;
-  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < packs;
-       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = q * VEC;
-    int64_t b = 0;
-    if constexpr (PER_SAMPLE) {
-      b = i / per_sample;
-      if (mask != nullptr && !mask[b]) {
-        continue;
-      }
-    }
-    const P av = load_pack<scalar_t, VEC>(a + i);
-    const P pv = load_pack<scalar_t, VEC>(a_prev + i);
-    const P gv = load_pack<scalar_t, VEC>(g + i);
-    const P xv = load_pack<scalar_t, VEC>(x + i);
-    const T eps_b = eps[b];
-    const T eta_b = eta[b];
-    P out;
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      out.v[k] = static_cast<scalar_t>(apgd_linf_step<T>(static_cast<T>(av.v[k]), static_cast<T>(pv.v[k]),
-                                                         static_cast<T>(gv.v[k]), static_cast<T>(xv.v[k]), eps_b,
-                                                         eta_b, mu, one_minus_mu, lo, hi));
-    }
-    store_pack<scalar_t, VEC>(a + i, out);
-    store_pack<scalar_t, VEC>(a_prev + i, av);
-  }
-}
-
-// 128-bit packs when every pointer is 16-byte aligned and no pack straddles a sample, else one element.
+// Calls launch(std::integral_constant<int, VEC>) with VEC = 16 / sizeof(scalar_t) when the pointers share
+// their offset from a 16-byte boundary (the common case, whatever the sample size), else VEC = 1 with
+// offset 0: element by element, only for views cut at different odd places.
 template <typename scalar_t, typename Launch>
-void with_pack_width(std::initializer_list<const void*> pointers, int64_t per_sample, const Launch& launch) {
+void with_pack_width(std::initializer_list<const void*> pointers, const Launch& launch) {
   constexpr int kWide = 16 / sizeof(scalar_t);
-  bool wide = per_sample % kWide == 0;
-  for (const void* ptr : pointers) {
-    wide = wide && reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0;
-  }
-  if (wide) {
-    launch(std::integral_constant<int, kWide>{});
+  const Alignment alignment = common_alignment<scalar_t>(pointers);
+  if (alignment.common) {
+    launch(std::integral_constant<int, kWide>{}, alignment.offset);
   } else {
-    launch(std::integral_constant<int, 1>{});
+    launch(std::integral_constant<int, 1>{}, 0);
   }
+}
+
+// ---- one-pass ops ---------------------------------------------------------------------------------------
+
+// Grid: enough blocks for every pack once, at most one full wave of resident blocks (from the occupancy
+// calculator); each thread then strides over the rest. The first block also does the head and tail.
+template <typename Op>
+void elementwise_launch(const Op& op, std::initializer_list<const void*> pointers, int64_t numel, int64_t n,
+                        bool per_sample) {
+  using scalar_t = typename Op::storage_t;
+  with_pack_width<scalar_t>(pointers, [&](auto vec, int offset) {
+    constexpr int VEC = decltype(vec)::value;
+    const int64_t head = head_elements(offset, VEC, numel);
+    const int64_t packs = (numel - head) / VEC;
+    const auto run = [&](auto per_sample_tag) {
+      auto* kernel = &elementwise_kernel<Op, VEC, decltype(per_sample_tag)::value>;
+      const int64_t needed = (packs + kElementwiseThreads - 1) / kElementwiseThreads;
+      const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(needed, resident_blocks(kernel, kElementwiseThreads)));
+      const int64_t stride = blocks * kElementwiseThreads * VEC;
+      const ElementwiseRange range{numel, n, head, packs, stride / n, stride % n};
+      kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(op, range);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (per_sample) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+  });
 }
 
 void linf_step_launch(const StepCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "linf_step_", [&] {
     using T = at::opmath_type<scalar_t>;
-    scalar_t* a = c.x_adv.data_ptr<scalar_t>();
-    const scalar_t* g = c.grad.data_ptr<scalar_t>();
-    const scalar_t* x = c.x.data_ptr<scalar_t>();
-    const int64_t n = c.per_sample();
+    const LinfStepOp<scalar_t> op{c.x_adv.data_ptr<scalar_t>(), c.grad.data_ptr<scalar_t>(), c.x.data_ptr<scalar_t>(),
+                                  sample_scalar<T>(c.eps),      sample_scalar<T>(c.alpha),    mask_data(c.mask),
+                                  static_cast<T>(c.lo),         static_cast<T>(c.hi)};
     const bool per_sample = c.eps.tensor.has_value() || c.alpha.tensor.has_value() || c.mask.has_value();
-    with_pack_width<scalar_t>({a, g, x}, n, [&](auto vec) {
-      constexpr int VEC = decltype(vec)::value;
-      const int64_t packs = c.x_adv.numel() / VEC;
-      const auto stream = c10::cuda::getCurrentCUDAStream();
-      const int blocks = grid_size(packs, kThreads);
-      const auto launch = [&](auto per_sample_tag) {
-        linf_step_kernel<scalar_t, VEC, decltype(per_sample_tag)::value><<<blocks, kThreads, 0, stream>>>(
-            a, g, x, packs, n, sample_scalar<T>(c.eps), sample_scalar<T>(c.alpha), mask_data(c.mask),
-            static_cast<T>(c.lo), static_cast<T>(c.hi));
-      };
-      if (per_sample) {
-        launch(std::true_type{});
-      } else {
-        launch(std::false_type{});
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
-}
-
-void apgd_linf_launch(const ApgdCall& c) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "apgd_step_", [&] {
-    using T = at::opmath_type<scalar_t>;
-    scalar_t* a = c.x_adv.data_ptr<scalar_t>();
-    scalar_t* a_prev = c.x_prev.data_ptr<scalar_t>();
-    const scalar_t* g = c.grad.data_ptr<scalar_t>();
-    const scalar_t* x = c.x.data_ptr<scalar_t>();
-    const int64_t n = c.per_sample();
-    const bool per_sample = c.eps.tensor.has_value() || c.eta.tensor.has_value() || c.mask.has_value();
-    with_pack_width<scalar_t>({a, a_prev, g, x}, n, [&](auto vec) {
-      constexpr int VEC = decltype(vec)::value;
-      const int64_t packs = c.x_adv.numel() / VEC;
-      const auto stream = c10::cuda::getCurrentCUDAStream();
-      const int blocks = grid_size(packs, kThreads);
-      const auto launch = [&](auto per_sample_tag) {
-        apgd_linf_kernel<scalar_t, VEC, decltype(per_sample_tag)::value><<<blocks, kThreads, 0, stream>>>(
-            a, a_prev, g, x, packs, n, sample_scalar<T>(c.eps), sample_scalar<T>(c.eta), mask_data(c.mask),
-            static_cast<T>(c.momentum), static_cast<T>(1.0 - c.momentum), static_cast<T>(c.lo),
-            static_cast<T>(c.hi));
-      };
-      if (per_sample) {
-        launch(std::true_type{});
-      } else {
-        launch(std::false_type{});
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    elementwise_launch(op, {op.a, op.g, op.x}, c.x_adv.numel(), c.per_sample(), per_sample);
   });
 }
 
 void linf_start_launch(const StartCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "random_start_", [&] {
     using T = at::opmath_type<scalar_t>;
-    scalar_t* a = c.x_adv.data_ptr<scalar_t>();
-    const scalar_t* x = c.x.data_ptr<scalar_t>();
-    const int64_t n = c.per_sample();
-    with_pack_width<scalar_t>({a, x}, n, [&](auto vec) {
-      constexpr int VEC = decltype(vec)::value;
-      const int64_t packs = c.x_adv.numel() / VEC;
-      linf_start_kernel<scalar_t, VEC><<<grid_size(packs, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          a, x, packs, n, sample_scalar<T>(c.eps), static_cast<T>(c.lo), static_cast<T>(c.hi));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    const LinfStartOp<scalar_t> op{c.x_adv.data_ptr<scalar_t>(), c.x.data_ptr<scalar_t>(), sample_scalar<T>(c.eps),
+                                   static_cast<T>(c.lo), static_cast<T>(c.hi)};
+    elementwise_launch(op, {op.a, op.x}, c.x_adv.numel(), c.per_sample(), c.eps.tensor.has_value());
   });
 }
 
-// ---- L2 family: per-sample norms, then a write -----------------------------------------------------------
-// A policy says what one L2-family op computes. Every element has the values a (x_adv, or a random start's
-// noise), g (grad; when kUsesGrad) and x, and p (x_prev; when kHasPrev: the op then also writes x_prev <- a).
-// Reduction r = 1..kReductions is the norm of value<r>(b, e, s) over the sample; after<r> turns that norm into
-// the per-sample state s.s[r - 1] that later values and out() use; out() is the element written to x_adv.
-
-template <typename T>
-struct Element {
-  T a;
-  T g;
-  T x;
-  T p;
-};
-
-template <typename T>
-struct SampleState {
-  T s[3];
-};
-
-template <typename scalar_t>
-struct L2StepPolicy {
-  using storage_t = scalar_t;
-  using T = at::opmath_type<scalar_t>;
-  static constexpr bool kUsesGrad = true;
-  static constexpr bool kHasPrev = false;
-  static constexpr int kReductions = 2;  // ||g||, ||d||
-  scalar_t* a;
-  const scalar_t* g;
-  const scalar_t* x;
-  scalar_t* p;  // unused
-  DeviceSampleScalar<T> eps;
-  DeviceSampleScalar<T> alpha;
-  const bool* mask;
-  T lo;
-  T hi;
-
-  __device__ bool active(int64_t b) const { return mask == nullptr || mask[b]; }
-  __device__ T delta(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    return l2_delta<T>(e.a, e.g, e.x, alpha[b], s.s[0]);
-  }
-  template <int R>
-  __device__ T value(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    if constexpr (R == 1) {
-      return l2_grad_value<T>(e.g);
-    } else {
-      return delta(b, e, s);
-    }
-  }
-  template <int R>
-  __device__ T after(int64_t b, T norm) const {
-    if constexpr (R == 1) {
-      return l2_grad_denominator<T>(norm);
-    } else {
-      return l2_projection_factor<T>(norm, eps[b]);
-    }
-  }
-  __device__ T out(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    return l2_apply<T>(e.x, delta(b, e, s), s.s[1], lo, hi);
-  }
-};
-
-// The noise z sits in a; g and p are unused.
-template <typename scalar_t>
-struct L2StartPolicy {
-  using storage_t = scalar_t;
-  using T = at::opmath_type<scalar_t>;
-  static constexpr bool kUsesGrad = false;
-  static constexpr bool kHasPrev = false;
-  static constexpr int kReductions = 1;  // ||z||
-  scalar_t* a;
-  const scalar_t* g;
-  const scalar_t* x;
-  scalar_t* p;
-  DeviceSampleScalar<T> eps;
-  const T* radius_fraction;
-  T lo;
-  T hi;
-
-  __device__ bool active(int64_t /*b*/) const { return true; }
-  template <int R>
-  __device__ T value(int64_t /*b*/, const Element<T>& e, const SampleState<T>& /*s*/) const {
-    return e.a;
-  }
-  template <int R>
-  __device__ T after(int64_t b, T norm) const {
-    return l2_start_scale<T>(norm, eps[b], radius_fraction[b]);
-  }
-  __device__ T out(int64_t /*b*/, const Element<T>& e, const SampleState<T>& s) const {
-    return l2_start<T>(e.a, e.x, s.s[0], lo, hi);
-  }
-};
-
-// APGD, L2 (the four phases in advfast/perturb.h).
-template <typename scalar_t>
-struct ApgdL2Policy {
-  using storage_t = scalar_t;
-  using T = at::opmath_type<scalar_t>;
-  static constexpr bool kUsesGrad = true;
-  static constexpr bool kHasPrev = true;
-  static constexpr int kReductions = 3;  // ||g||, ||w||, ||w2||
-  scalar_t* a;
-  const scalar_t* g;
-  const scalar_t* x;
-  scalar_t* p;
-  DeviceSampleScalar<T> eps;
-  DeviceSampleScalar<T> eta;
-  const bool* mask;
-  T mu;
-  T one_minus_mu;
-  T lo;
-  T hi;
-
-  __device__ bool active(int64_t b) const { return mask == nullptr || mask[b]; }
-  // w = a + eta*u - x (needs s.s[0]); w2 = a + (z - a)*mu + (a - p)*(1 - mu) - x (needs s.s[0], s.s[1]).
-  __device__ T step_delta(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    return l2_delta<T>(e.a, e.g, e.x, eta[b], s.s[0]);
-  }
-  __device__ T momentum_delta(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    const T z = l2_apply<T>(e.x, step_delta(b, e, s), s.s[1], lo, hi);
-    return apgd_l2_momentum_delta<T>(e.a, e.p, z, e.x, mu, one_minus_mu);
-  }
-  template <int R>
-  __device__ T value(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    if constexpr (R == 1) {
-      return l2_grad_value<T>(e.g);
-    } else if constexpr (R == 2) {
-      return step_delta(b, e, s);
-    } else {
-      return momentum_delta(b, e, s);
-    }
-  }
-  template <int R>
-  __device__ T after(int64_t b, T norm) const {
-    if constexpr (R == 1) {
-      return l2_grad_denominator<T>(norm);
-    } else {
-      return l2_projection_factor<T>(norm, eps[b]);
-    }
-  }
-  __device__ T out(int64_t b, const Element<T>& e, const SampleState<T>& s) const {
-    return l2_apply<T>(e.x, momentum_delta(b, e, s), s.s[2], lo, hi);
-  }
-};
-
-template <typename Policy>
-constexpr int64_t tensors_read() {
-  return 2 + (Policy::kUsesGrad ? 1 : 0) + (Policy::kHasPrev ? 1 : 0);
+void apgd_linf_launch(const ApgdCall& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "apgd_step_", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const ApgdLinfOp<scalar_t> op{c.x_adv.data_ptr<scalar_t>(),
+                                  c.x_prev.data_ptr<scalar_t>(),
+                                  c.grad.data_ptr<scalar_t>(),
+                                  c.x.data_ptr<scalar_t>(),
+                                  sample_scalar<T>(c.eps),
+                                  sample_scalar<T>(c.eta),
+                                  mask_data(c.mask),
+                                  static_cast<T>(c.momentum),
+                                  static_cast<T>(1.0 - c.momentum),
+                                  static_cast<T>(c.lo),
+                                  static_cast<T>(c.hi)};
+    const bool per_sample = c.eps.tensor.has_value() || c.eta.tensor.has_value() || c.mask.has_value();
+    elementwise_launch(op, {op.a, op.p, op.g, op.x}, c.x_adv.numel(), c.per_sample(), per_sample);
+  });
 }
 
-// The on-chip copy of one sample: a, x, then g and p where the policy reads them, n elements each.
-template <typename Policy>
-struct SharedSample {
-  using scalar_t = typename Policy::storage_t;
-  using T = typename Policy::T;
-  scalar_t* a;
-  scalar_t* x;
-  scalar_t* g;
-  scalar_t* p;
+// ---- L2 family: plans -----------------------------------------------------------------------------------
 
-  __device__ SharedSample(unsigned char* raw, int64_t n) {
-    a = reinterpret_cast<scalar_t*>(raw);
-    x = a + n;
-    g = x + (Policy::kUsesGrad ? n : 0);
-    p = g + (Policy::kHasPrev ? n : 0);
-  }
-  __device__ Element<T> element(int64_t i) const {
-    return {static_cast<T>(a[i]), Policy::kUsesGrad ? static_cast<T>(g[i]) : T(0), static_cast<T>(x[i]),
-            Policy::kHasPrev ? static_cast<T>(p[i]) : T(0)};
-  }
+// Packs each thread of an on-chip group owns (about): enough independent loads per thread, few enough that a
+// sample gets many threads.
+constexpr int64_t kPacksPerThread = 4;
+// Threads of a block whose groups are narrower than a warp (several samples per block).
+constexpr int kSmallGroupBlock = 128;
+constexpr int kMinGroupThreads = 8;  // >= the widest pack (8 half values): a group's first threads do the edges
+constexpr int64_t kMaxChunks = 1024;
+// Grids of the L2 kernels: a group (or chunk) per block up to this many waves of resident blocks, beyond that
+// each block loops over more. Bounds the grid (gridDim.x < 2^31) at a balance within 1/32 of a wave's time,
+// and keeps the kernels' loops reachable by a test of an ordinary size.
+constexpr int64_t kMaxWaves = 32;
+// The chunked path stops at 4 waves: it only gets there with one chunk per sample (a batch of thousands of
+// large samples), where every block then loops over many samples with equal counts (to within one).
+constexpr int64_t kChunkedWaves = 4;
+
+// The paths of an L2-family call, cheapest first: one block (or group) per sample, one cluster per sample,
+// chunks in several passes.
+enum class L2Path : int64_t { Chunked = 0, OnChip = 1, Cluster = 2 };
+
+// How one L2-family call runs on the current device (the same decision for the launch and for tests).
+struct L2Plan {
+  L2Path path = L2Path::Chunked;
+  int group_threads = 0;  // on chip
+  int block_threads = 0;
+  int64_t capacity = 0;  // on chip: packs per tensor per group; cluster: per block
+  int64_t shared_bytes = 0;
+  int64_t chunks = 0;  // chunked
+  int64_t chunk_packs = 0;
+  int64_t blocks = 0;
+  int cluster_blocks = 0;  // cluster
 };
 
-// Reduction R (>= 2) of a sample already in shared memory: the block's norm of value<R>, as state s.s[R - 1].
-template <typename Policy, int R>
-__device__ void on_chip_reduction(const Policy& p, int64_t b, int64_t n, const SharedSample<Policy>& shared,
-                                  SampleState<typename Policy::T>& s,
-                                  SquareSum<typename Policy::T>* warp_sums) {
-  using T = typename Policy::T;
-  if constexpr (R <= Policy::kReductions) {
-    SquareSum<T> acc = SquareSum<T>::zero();
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-      acc.add(p.template value<R>(b, shared.element(j), s));
-    }
-    s.s[R - 1] = p.template after<R>(b, static_cast<T>(block_sum<T>(acc, warp_sums).norm()));
-  }
+// The cluster path unless the environment says ADVFAST_CUDA_CLUSTERS=0 (read once): a way back to the chunked
+// path for samples past one block's shared memory, for comparisons or a device where clusters misbehave.
+inline bool clusters_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ADVFAST_CUDA_CLUSTERS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
 }
 
-// One block per sample; the sample's tensors are read once into shared memory, reduced, and written once.
 template <typename Policy, int VEC>
-__global__ void __launch_bounds__(kThreads) l2_on_chip_kernel(Policy p, int64_t batch, int64_t n) {
+L2Plan l2_plan(int64_t batch, int64_t n) {
   using scalar_t = typename Policy::storage_t;
-  using T = typename Policy::T;
-  using P = Pack<scalar_t, VEC>;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
-  __shared__ SquareSum<T> warp_sums[kThreads / 32];
-  const SharedSample<Policy> shared(shared_raw, n);
+  L2Plan plan;
   const int64_t packs = n / VEC;
-  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
-    if (!p.active(b)) {  // the same for every thread of the block
-      continue;
-    }
-    const int64_t base = b * n;
-    SampleState<T> s{};
-    // Load, and reduction 1 on the way.
-    SquareSum<T> acc = SquareSum<T>::zero();
-    for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
-      const int64_t e0 = j * VEC;
-      const P av = load_pack<scalar_t, VEC>(p.a + base + e0);
-      const P xv = load_pack<scalar_t, VEC>(p.x + base + e0);
-      P gv = av;
-      P pv = av;
-      if constexpr (Policy::kUsesGrad) {
-        gv = load_pack<scalar_t, VEC>(p.g + base + e0);
-      }
-      if constexpr (Policy::kHasPrev) {
-        pv = load_pack<scalar_t, VEC>(p.p + base + e0);
-      }
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        shared.a[e0 + k] = av.v[k];
-        shared.x[e0 + k] = xv.v[k];
-        if constexpr (Policy::kUsesGrad) {
-          shared.g[e0 + k] = gv.v[k];
-        }
-        if constexpr (Policy::kHasPrev) {
-          shared.p[e0 + k] = pv.v[k];
-        }
-        const Element<T> e{static_cast<T>(av.v[k]), Policy::kUsesGrad ? static_cast<T>(gv.v[k]) : T(0),
-                           static_cast<T>(xv.v[k]), Policy::kHasPrev ? static_cast<T>(pv.v[k]) : T(0)};
-        acc.add(p.template value<1>(b, e, s));
-      }
-    }
-    // block_sum's barriers also make every thread's shared stores visible to the whole block.
-    s.s[0] = p.template after<1>(b, static_cast<T>(block_sum<T>(acc, warp_sums).norm()));
-    on_chip_reduction<Policy, 2>(p, b, n, shared, s, warp_sums);
-    on_chip_reduction<Policy, 3>(p, b, n, shared, s, warp_sums);
-    for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
-      const int64_t e0 = j * VEC;
-      P out;
-      P old;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        out.v[k] = static_cast<scalar_t>(p.out(b, shared.element(e0 + k), s));
-        old.v[k] = shared.a[e0 + k];
-      }
-      store_pack<scalar_t, VEC>(p.a + base + e0, out);
-      if constexpr (Policy::kHasPrev) {
-        store_pack<scalar_t, VEC>(p.p + base + e0, old);
-      }
-    }
-    __syncthreads();  // the next sample reuses the shared buffers
+  // On chip: group width from the sample's packs, one group per block from 64 threads up.
+  int width = kMinGroupThreads;
+  while (width < kMaxGroupThreads && width * kPacksPerThread < packs) {
+    width *= 2;
   }
-}
-
-// Chunked path, phase PHASE: 1..kReductions sum value<PHASE> per chunk, kReductions + 1 writes. Block k
-// handles chunk k % chunks of sample k / chunks; the partial sums of earlier phases (partials[r - 1] holds
-// reduction r's, batch * chunks entries each) are folded by every later block in chunk order.
-template <typename Policy, int VEC, int PHASE>
-__global__ void __launch_bounds__(kThreads) l2_chunked_kernel(
-    Policy p, int64_t batch, int64_t n, int64_t chunks, SquareSum<typename Policy::T>* partials) {
-  using scalar_t = typename Policy::storage_t;
-  using T = typename Policy::T;
-  using P = Pack<scalar_t, VEC>;
-  constexpr bool kWrite = PHASE > Policy::kReductions;
-  __shared__ SquareSum<T> warp_sums[kThreads / 32];
-  const int64_t blocks_per_phase = batch * chunks;
-  for (int64_t blk = blockIdx.x; blk < blocks_per_phase; blk += gridDim.x) {
-    const int64_t b = blk / chunks;
-    if (!p.active(b)) {
-      continue;
+  const int block = std::max(width, kSmallGroupBlock);
+  const int64_t groups = block / width;
+  const int64_t bytes = groups * tensors_read<Policy>() * packs * static_cast<int64_t>(sizeof(Pack<scalar_t, VEC>));
+  auto* on_chip = &l2_on_chip_kernel<Policy, VEC>;
+  if (bytes <= dynamic_shared_budget(on_chip)) {
+    plan.path = L2Path::OnChip;
+    plan.group_threads = width;
+    plan.block_threads = block;
+    plan.capacity = packs;
+    plan.shared_bytes = bytes;
+    allow_dynamic_shared(on_chip, bytes);  // before the occupancy query, which may assume the 48 KiB default
+    const int64_t waves = kMaxWaves * resident_blocks(on_chip, block, bytes);
+    plan.blocks = std::min<int64_t>({(batch + groups - 1) / groups, waves, kMaxGrid});
+    return plan;
+  }
+  // A cluster: the fewest blocks (one per SM, 512 threads) whose shared memory holds the sample, if the device
+  // can run such a cluster at all (and ADVFAST_CUDA_CLUSTERS=0 does not turn the path off).
+  const int64_t pack_bytes = tensors_read<Policy>() * static_cast<int64_t>(sizeof(Pack<scalar_t, VEC>));
+  if (clusters_enabled() && device_attribute(cudaDevAttrClusterLaunch) != 0) {
+    auto* cluster_kernel = &l2_cluster_kernel<Policy, VEC>;
+    const int64_t budget = dynamic_shared_budget(cluster_kernel);
+    int64_t blocks = std::max<int64_t>(2, (packs * pack_bytes + budget - 1) / budget);
+    while (blocks <= kMaxClusterBlocks && (packs + blocks - 1) / blocks * pack_bytes > budget) {
+      ++blocks;
     }
-    const int64_t base = b * n;
-    const int64_t begin = (blk % chunks) * kChunk;
-    const int64_t end = begin + kChunk < n ? begin + kChunk : n;
-    SampleState<T> s{};
-    const auto fold = [&](auto reduction) {
-      constexpr int R = decltype(reduction)::value;
-      if constexpr (R < PHASE && R <= Policy::kReductions) {
-        const SquareSum<T> total = ordered_sum(partials + (R - 1) * blocks_per_phase + b * chunks, chunks);
-        s.s[R - 1] = p.template after<R>(b, static_cast<T>(total.norm()));
-      }
-    };
-    fold(std::integral_constant<int, 1>{});
-    fold(std::integral_constant<int, 2>{});
-    fold(std::integral_constant<int, 3>{});
-    SquareSum<T> acc = SquareSum<T>::zero();
-    for (int64_t e = begin + threadIdx.x * VEC; e < end; e += static_cast<int64_t>(blockDim.x) * VEC) {
-      const P av = load_pack<scalar_t, VEC>(p.a + base + e);
-      const P xv = load_pack<scalar_t, VEC>(p.x + base + e);
-      P gv = av;
-      P pv = av;
-      if constexpr (Policy::kUsesGrad) {
-        gv = load_pack<scalar_t, VEC>(p.g + base + e);
-      }
-      if constexpr (Policy::kHasPrev) {
-        pv = load_pack<scalar_t, VEC>(p.p + base + e);
-      }
-      P out;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const Element<T> el{static_cast<T>(av.v[k]), Policy::kUsesGrad ? static_cast<T>(gv.v[k]) : T(0),
-                            static_cast<T>(xv.v[k]), Policy::kHasPrev ? static_cast<T>(pv.v[k]) : T(0)};
-        if constexpr (kWrite) {
-          out.v[k] = static_cast<scalar_t>(p.out(b, el, s));
-        } else {
-          acc.add(p.template value<PHASE>(b, el, s));
-        }
-      }
-      if constexpr (kWrite) {
-        store_pack<scalar_t, VEC>(p.a + base + e, out);
-        if constexpr (Policy::kHasPrev) {
-          store_pack<scalar_t, VEC>(p.p + base + e, av);
-        }
-      }
-    }
-    if constexpr (!kWrite) {
-      const SquareSum<T> total = block_sum<T>(acc, warp_sums);
-      if (threadIdx.x == 0) {
-        partials[(PHASE - 1) * blocks_per_phase + blk] = total;
+    if (blocks <= kMaxClusterBlocks) {
+      const int64_t slice = (packs + blocks - 1) / blocks;
+      const int64_t cluster_bytes = slice * pack_bytes;
+      const int active = active_clusters(cluster_kernel, static_cast<int>(blocks), kClusterThreads, cluster_bytes);
+      if (active > 0) {
+        plan.path = L2Path::Cluster;
+        plan.cluster_blocks = static_cast<int>(blocks);
+        plan.block_threads = kClusterThreads;
+        plan.capacity = slice;
+        plan.shared_bytes = cluster_bytes;
+        plan.blocks = std::min<int64_t>({batch, kMaxWaves * active, kMaxGrid / blocks}) * blocks;
+        return plan;
       }
     }
   }
-}
-
-// Dynamic shared memory the on-chip path may use on the current device.
-inline int64_t on_chip_budget() {
-  return std::min<int64_t>(kOnChipMaxBytes, opt_in_shared_bytes() - kStaticSharedReserve);
+  // Chunked: enough chunks per sample that the batch fills two waves of resident blocks (a batch of 3
+  // ImageNet images still spreads over every SM: 147 chunks each), down to one pack per thread per chunk
+  // (then 256 blocks in flight already keep megabytes of loads outstanding).
+  auto* first_phase = &l2_chunked_kernel<Policy, VEC, 1>;
+  const int64_t resident = resident_blocks(first_phase, kChunkThreads);
+  const int64_t by_size = std::max<int64_t>(1, packs / kChunkThreads);
+  plan.chunks = std::clamp<int64_t>(std::min((2 * resident + batch - 1) / batch, by_size), 1, kMaxChunks);
+  plan.chunk_packs = std::max<int64_t>(1, (packs + plan.chunks - 1) / plan.chunks);
+  plan.block_threads = kChunkThreads;
+  plan.blocks = std::min<int64_t>({batch * plan.chunks, kChunkedWaves * resident, kMaxGrid});
+  return plan;
 }
 
 template <typename Policy>
-void l2_family_launch(const Policy& p, const at::Tensor& x_adv, int64_t batch, int64_t n) {
-  using scalar_t = typename Policy::storage_t;
+void l2_family_launch(const Policy& pol, const at::Tensor& x_adv, int64_t batch, int64_t n) {
   using T = typename Policy::T;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t shared_bytes = tensors_read<Policy>() * n * static_cast<int64_t>(sizeof(scalar_t));
-  with_pack_width<scalar_t>({p.a, p.g, p.x, p.p}, n, [&](auto vec) {
+  with_pack_width<typename Policy::storage_t>({pol.a, pol.g, pol.x, pol.p}, [&](auto vec, int offset) {
     constexpr int VEC = decltype(vec)::value;
-    const int64_t budget = on_chip_budget();
-    if (shared_bytes <= budget) {
+    const L2Plan plan = l2_plan<Policy, VEC>(batch, n);
+    if (plan.path == L2Path::Cluster) {
+      auto* kernel = &l2_cluster_kernel<Policy, VEC>;
+      const ClusterShape shape{batch, n, offset, plan.cluster_blocks, plan.capacity};
+      // active_clusters (in the plan) opted the kernel in to this shared memory and cluster size.
+      const ClusterLaunch launch(plan.blocks, plan.block_threads, plan.cluster_blocks, plan.shared_bytes, stream);
+      C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, pol, shape));
+      return;
+    }
+    if (plan.path == L2Path::OnChip) {
       auto* kernel = &l2_on_chip_kernel<Policy, VEC>;
-      if (shared_bytes > kDefaultDynamicShared) {
-        allow_dynamic_shared(kernel, static_cast<int>(budget));
-      }
-      const int blocks = static_cast<int>(std::min<int64_t>(batch, max_resident_blocks()));
-      kernel<<<blocks, kThreads, shared_bytes, stream>>>(p, batch, n);
+      allow_dynamic_shared(kernel, plan.shared_bytes);
+      const OnChipShape shape{batch, n, offset, plan.group_threads, plan.capacity};
+      kernel<<<static_cast<unsigned>(plan.blocks), plan.block_threads, static_cast<size_t>(plan.shared_bytes),
+               stream>>>(pol, shape);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-    // kReductions arrays of batch * chunks SquareSums (two T each).
-    const at::Tensor partials = at::empty({Policy::kReductions * batch * chunks * 2},
-                                          x_adv.options().dtype(c10::CppTypeToScalarType<T>::value));
-    auto* sums = reinterpret_cast<SquareSum<T>*>(partials.data_ptr<T>());
-    const int blocks = static_cast<int>(std::min<int64_t>(batch * chunks, max_resident_blocks()));
+    const ChunkedShape shape{batch, n, offset, plan.chunks, plan.chunk_packs};
+    // kReductions arrays of batch * chunks partial sums.
+    const int64_t bytes = Policy::kReductions * batch * plan.chunks * static_cast<int64_t>(sizeof(NormSum<T>));
+    const at::Tensor partials = at::empty({bytes}, x_adv.options().dtype(at::kByte));
+    auto* sums = reinterpret_cast<NormSum<T>*>(partials.data_ptr<uint8_t>());
     const auto phase = [&](auto tag) {
       constexpr int PHASE = decltype(tag)::value;
-      l2_chunked_kernel<Policy, VEC, PHASE><<<blocks, kThreads, 0, stream>>>(p, batch, n, chunks, sums);
+      l2_chunked_kernel<Policy, VEC, PHASE>
+          <<<static_cast<unsigned>(plan.blocks), kChunkThreads, 0, stream>>>(pol, shape, sums);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     phase(std::integral_constant<int, 1>{});
@@ -602,49 +283,49 @@ void l2_family_launch(const Policy& p, const at::Tensor& x_adv, int64_t batch, i
 void l2_step_launch(const StepCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "l2_step_", [&] {
     using T = at::opmath_type<scalar_t>;
-    const L2StepPolicy<scalar_t> p{c.x_adv.data_ptr<scalar_t>(),
-                                   c.grad.data_ptr<scalar_t>(),
-                                   c.x.data_ptr<scalar_t>(),
-                                   nullptr,
-                                   sample_scalar<T>(c.eps),
-                                   sample_scalar<T>(c.alpha),
-                                   mask_data(c.mask),
-                                   static_cast<T>(c.lo),
-                                   static_cast<T>(c.hi)};
-    l2_family_launch(p, c.x_adv, c.batch(), c.per_sample());
+    const L2StepPolicy<scalar_t> pol{c.x_adv.data_ptr<scalar_t>(),
+                                     c.grad.data_ptr<scalar_t>(),
+                                     c.x.data_ptr<scalar_t>(),
+                                     nullptr,
+                                     sample_scalar<T>(c.eps),
+                                     sample_scalar<T>(c.alpha),
+                                     mask_data(c.mask),
+                                     static_cast<T>(c.lo),
+                                     static_cast<T>(c.hi)};
+    l2_family_launch(pol, c.x_adv, c.batch(), c.per_sample());
   });
 }
 
 void l2_start_launch(const StartCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "random_start_", [&] {
     using T = at::opmath_type<scalar_t>;
-    const L2StartPolicy<scalar_t> p{c.x_adv.data_ptr<scalar_t>(),
-                                    nullptr,
-                                    c.x.data_ptr<scalar_t>(),
-                                    nullptr,
-                                    sample_scalar<T>(c.eps),
-                                    c.radius_fraction->data_ptr<T>(),
-                                    static_cast<T>(c.lo),
-                                    static_cast<T>(c.hi)};
-    l2_family_launch(p, c.x_adv, c.batch(), c.per_sample());
+    const L2StartPolicy<scalar_t> pol{c.x_adv.data_ptr<scalar_t>(),
+                                      nullptr,
+                                      c.x.data_ptr<scalar_t>(),
+                                      nullptr,
+                                      sample_scalar<T>(c.eps),
+                                      c.radius_fraction->data_ptr<T>(),
+                                      static_cast<T>(c.lo),
+                                      static_cast<T>(c.hi)};
+    l2_family_launch(pol, c.x_adv, c.batch(), c.per_sample());
   });
 }
 
 void apgd_l2_launch(const ApgdCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x_adv.scalar_type(), "apgd_step_", [&] {
     using T = at::opmath_type<scalar_t>;
-    const ApgdL2Policy<scalar_t> p{c.x_adv.data_ptr<scalar_t>(),
-                                   c.grad.data_ptr<scalar_t>(),
-                                   c.x.data_ptr<scalar_t>(),
-                                   c.x_prev.data_ptr<scalar_t>(),
-                                   sample_scalar<T>(c.eps),
-                                   sample_scalar<T>(c.eta),
-                                   mask_data(c.mask),
-                                   static_cast<T>(c.momentum),
-                                   static_cast<T>(1.0 - c.momentum),
-                                   static_cast<T>(c.lo),
-                                   static_cast<T>(c.hi)};
-    l2_family_launch(p, c.x_adv, c.batch(), c.per_sample());
+    const ApgdL2Policy<scalar_t> pol{c.x_adv.data_ptr<scalar_t>(),
+                                     c.grad.data_ptr<scalar_t>(),
+                                     c.x.data_ptr<scalar_t>(),
+                                     c.x_prev.data_ptr<scalar_t>(),
+                                     sample_scalar<T>(c.eps),
+                                     sample_scalar<T>(c.eta),
+                                     mask_data(c.mask),
+                                     static_cast<T>(c.momentum),
+                                     static_cast<T>(1.0 - c.momentum),
+                                     static_cast<T>(c.lo),
+                                     static_cast<T>(c.hi)};
+    l2_family_launch(pol, c.x_adv, c.batch(), c.per_sample());
   });
 }
 
@@ -653,8 +334,44 @@ Kernels cuda_kernels() {
           &apgd_l2_launch};
 }
 
+// ---- the plan, for tests and benchmarks -------------------------------------------------------------------
+
+// [path (0 chunked, 1 on chip, 2 cluster), group_threads, block_threads, shared_bytes, chunks, chunk_packs,
+// blocks, cluster_blocks] of the L2-family op
+// `op` ("l2_step", "random_start_l2" or "apgd_l2") for a [batch, per_sample] call of `dtype` on the current
+// device, with 16-byte aligned tensors. Lets the tests put shapes on both sides of the on-chip limit of the
+// device they run on, and the benchmarks record which path they timed.
+std::vector<int64_t> l2_plan_of(c10::string_view op, at::ScalarType dtype, int64_t batch, int64_t per_sample) {
+  TORCH_CHECK(batch >= 1 && per_sample >= 1, "advfast::_cuda_l2_plan: batch and per_sample must be >= 1");
+  std::vector<int64_t> out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "_cuda_l2_plan", [&] {
+    constexpr int VEC = 16 / sizeof(scalar_t);
+    const auto describe = [&](const L2Plan& p) {
+      out = {static_cast<int64_t>(p.path), p.group_threads, p.block_threads, p.shared_bytes, p.chunks,
+             p.chunk_packs,  p.blocks,      p.cluster_blocks};
+    };
+    if (op == "l2_step") {
+      describe(l2_plan<L2StepPolicy<scalar_t>, VEC>(batch, per_sample));
+    } else if (op == "random_start_l2") {
+      describe(l2_plan<L2StartPolicy<scalar_t>, VEC>(batch, per_sample));
+    } else if (op == "apgd_l2") {
+      describe(l2_plan<ApgdL2Policy<scalar_t>, VEC>(batch, per_sample));
+    } else {
+      TORCH_CHECK(false, "advfast::_cuda_l2_plan: op must be \"l2_step\", \"random_start_l2\" or \"apgd_l2\", got \"",
+                  std::string(op), "\"");
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(advfast, CUDA, m) { DeviceOps<&cuda_kernels>::register_into(m); }
+
+// Private: what the L2-family ops would do for a shape on the current CUDA device (no tensor arguments, so one
+// catch-all kernel). Only CUDA builds define it.
+TORCH_LIBRARY_FRAGMENT(advfast, m) {
+  m.def("_cuda_l2_plan(str op, ScalarType dtype, int batch, int per_sample) -> int[]", &l2_plan_of);
+}
 
 }  // namespace advfast::cuda
