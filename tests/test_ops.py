@@ -17,8 +17,10 @@ from helpers import (
     assert_in_ball,
     cpu_isa,
     describe_mismatch,
+    exact_or_one_ulp,
     in_layout,
     run_op,
+    within_norm_rounding,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,25 +131,6 @@ def check_against_reference(case: Case, op, ref, compare) -> torch.Tensor:
     compare(case.x_adv, expected)
     assert torch.isfinite(case.x_adv).all(), "the result must be finite"
     return expected
-
-
-def exact_or_one_ulp(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """The L-inf contract: float32 and float64 bit for bit, half types within one unit in the last place."""
-    if actual.dtype in (torch.float32, torch.float64):
-        assert torch.equal(actual, expected), describe_mismatch(actual, expected)
-    else:
-        assert_close_ulps(actual, expected, 1)
-
-
-def within_norm_rounding(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """The L2 contract: equal up to the rounding of the per-sample norm reductions (which sum in another
-    order than torch's), i.e. a few float32 ulps of the step, or one ulp of a 16-bit result."""
-    if actual.dtype == torch.float64:
-        torch.testing.assert_close(actual, expected, atol=1e-12, rtol=1e-12)
-    elif actual.dtype == torch.float32:
-        torch.testing.assert_close(actual, expected, atol=2e-6, rtol=2e-6)
-    else:
-        assert_close_ulps(actual, expected, 1)
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
