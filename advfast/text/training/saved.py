@@ -61,3 +61,13 @@ def load_text_run(run: str | Path, device: str | torch.device = "cpu") -> Traine
         raise CheckpointError(f"{path}: its weights do not fit {source}: {str(exc).splitlines()[0]}") from None
     model.eval()
     return TrainedTextClassifier(model, tokenizer, config, record, path)
+
+
+def checkpoint_role(path: str | Path) -> str | None:
+    """The role recorded in the checkpoint at ``path`` (None when it is not a readable advfast checkpoint: the
+    loader of its kind then says what is wrong with it). Reads only the role, not the weights (memory-mapped)."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any unreadable file: the full loader reports it
+        return None
+    return record.get("role") if isinstance(record, dict) else None

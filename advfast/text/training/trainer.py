@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from advfast.data.text import TextCollate, TextSplits, load_text_dataset, text_loader
+from advfast.data.text import TEXT_DATASETS, TextCollate, TextSplits, load_text_dataset, text_loader
 from advfast.runtime import distributed as dist_utils
 from advfast.runtime.checkpoint import CheckpointError, check_finite_state
 from advfast.runtime.loop import RunLoop, StopReason
@@ -34,8 +34,7 @@ TIMING_FIELDS = ("epoch_seconds", "val_seconds", "samples_per_second")
 
 def load_text_data(config: TextTrainConfig) -> TextSplits:
     """The run's data set, split by its seed (column names apply to files only)."""
-    path = Path(config.data)
-    is_file = path.suffix.lower() in (".csv", ".jsonl", ".json")
+    is_file = config.data not in TEXT_DATASETS
     columns = {"text_column": config.text_column, "label_column": config.label_column} if is_file else {}
     return load_text_dataset(config.data, seed=config.seed, **columns)
 
