@@ -52,6 +52,19 @@ def _transformers():
     return transformers
 
 
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No "Loading weights" progress bar on stderr (a local read takes well under a second); restored after."""
+    logging = transformers.utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
 def resolve_classifier_path(name_or_path: str | Path) -> Path:
     """A registered name's folder, or a local folder holding a ``from_pretrained`` model."""
     if isinstance(name_or_path, str) and name_or_path in CLASSIFIERS:
@@ -91,7 +104,7 @@ def load_classifier(
     if dtype is not None:
         kwargs["dtype"] = dtype
     # The fresh head is drawn from its own seed, leaving the caller's global generator where it was.
-    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
+    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext(), _quiet(transformers):
         if seed is not None:
             torch.manual_seed(seed)
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
