@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ class TextTrainer(RunLoop):
     checkpoint_file = CHECKPOINT
 
     def __init__(self, config: TextTrainConfig, *, data: TextSplits | None = None) -> None:
+        if config.data not in TEXT_DATASETS and Path(config.data).is_file():
+            # a file by its absolute path: the run's config and its evaluation work from any folder
+            config = replace(config, data=str(Path(config.data).resolve()))
         ctx = dist_utils.setup(config.device)
         super().__init__(config, ctx)
         self.data = data if data is not None else load_text_data(config)
