@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,6 +115,7 @@ def compare(model: Any, tokenizer: Any, *, prompts: int, steps: int, repeats: in
         "speedup": best["reference"] / best["advfast"],
         "fused_op_share": timed.seconds / sum(results["advfast"]),
         "fused_op_calls": timed.calls,
+        "fused_op_ms": 1e3 * timed.seconds / max(timed.calls, 1),
         "threads": torch.get_num_threads(),
     }
 
@@ -141,7 +143,6 @@ def random_llama() -> tuple[Any, Any]:
 def test_embedding_attack_against_the_reference_loop(benchmark: Any) -> None:
     """A short side-by-side run on a small random Llama over the test tokenizer (pytest-benchmark records it)."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from test_llm_tiny import tiny_llama, tiny_tokenizer
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="also write the figures to this file (e.g. benchmarks/results/llm-cpu.json)")
     args = parser.parse_args()
     from advfast.llm import load_model
 
@@ -176,6 +178,13 @@ def main() -> None:
         f"  the fused update: {row['fused_op_share']:.4%} of advfast's time ({row['fused_op_ms']:.3f} ms per call, "
         f"{row['fused_op_calls']} calls)"
     )
+    if args.json:
+        import json
+        import platform
+
+        record = {"model": name, "device": "cpu", "machine": platform.processor() or platform.machine(),
+                  "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **row}  # fmt: skip
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

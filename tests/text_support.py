@@ -133,3 +133,37 @@ class BagOfEmbeddings(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(inputs_embeds.dtype)
         pooled = (inputs_embeds * mask).sum(dim=1) / mask.sum(dim=1)
         return self.head(pooled)
+
+
+# ---- fine-tuning runs: a saved tiny classifier and an easy data file --------------------------------------
+
+POSITIVE, NEGATIVE = ("good", "great", "fun"), ("bad", "awful", "boring")
+FILLER = ("the", "movie", "film", "was", "plot")
+
+
+def save_tiny_classifier(folder, num_labels: int = 2, dropout: float = 0.0, seed: int = 0):
+    """A tiny random BERT classifier and its tokenizer saved as a ``from_pretrained`` folder (what
+    ``--model FOLDER`` reads)."""
+    tiny_bert(num_labels=num_labels, seed=seed, dropout=dropout).save_pretrained(folder)
+    bert_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def write_easy_csv(path, n: int = 120, seed: int = 0):
+    """``n`` rows (text, label): label 1 texts hold one positive word among filler words, label 0 a negative
+    one; the filler says nothing about the class, so a model that learns reads the sentiment word."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 5))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        rows.append({"text": " ".join(words), "label": label})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -101,32 +101,66 @@ def add_config_flags(
     """One flag per command-line field of ``config_class`` (``--eps-warmup`` for ``eps_warmup``), typed from its
     annotation, in argument groups, each with its help and default from the field's metadata. Every flag's
     argparse default is None, so a command knows which fields the user set."""
-    hints = typing.get_type_hints(config_class)
-    defaults = config_class.defaults()
+    add_merged_config_flags(parser, {"": config_class}, skip=skip)
+
+
+def add_merged_config_flags(
+    parser: argparse.ArgumentParser, config_classes: dict[str, type[RunConfig]], *, skip: frozenset[str] = frozenset()
+) -> None:
+    """The flags of several configs behind one command (``{"images": TrainConfig, "text": TextTrainConfig}``):
+    a field they share is one flag (its choices the union, its help and default each kind's where they differ);
+    a field of one kind only says so (``text only: ...``). With one config: :func:`add_config_flags`."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name in GROUP_TITLES:
         groups[name] = parser.add_argument_group(GROUP_TITLES[name])
-    for f in fields(config_class):
-        if f.name in skip or not f.metadata.get("cli", True):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind, is_list = _base_type(hints[f.name])
-        default = defaults[f.name]
-        choices = f.metadata.get("choices")
-        help_text = f.metadata.get("help", "")
-        detail = _default_text(f, default)
-        full_help = f"{help_text} ({detail})" if detail else help_text
-        group = groups.get(f.metadata.get("group", "run"), groups["run"])
+    entries: dict[str, list[tuple[str, Field, Any, Any]]] = {}
+    for label, config_class in config_classes.items():
+        hints = typing.get_type_hints(config_class)
+        defaults = config_class.defaults()
+        for f in fields(config_class):
+            if f.name in skip or not f.metadata.get("cli", True):
+                continue
+            entries.setdefault(f.name, []).append((label, f, hints[f.name], defaults[f.name]))
+    merged = len(config_classes) > 1
+    for name, shared in entries.items():
+        flag = "--" + name.replace("_", "-")
+        kinds = {_base_type(hint) for _, _, hint, _ in shared}
+        if len(kinds) > 1:
+            raise TypeError(f"{flag}: the configs give it different types {sorted(map(str, kinds))}")
+        ((kind, is_list),) = kinds
+        first = shared[0][1]
+        group = groups.get(first.metadata.get("group", "run"), groups["run"])
+        full_help = _merged_help(shared, only=merged and len(shared) < len(config_classes))
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=full_help)
             continue
+        choices = None
+        if all(f.metadata.get("choices") for _, f, _, _ in shared):
+            choices = list(dict.fromkeys(c for _, f, _, _ in shared for c in f.metadata["choices"]))
         parse = {int: integer(0), float: real()}.get(kind, plain_text)
-        if default is None:
+        if any(default is None for *_, default in shared):
             parse = maybe_auto(parse)
         group.add_argument(
             flag, type=parse, default=None, choices=choices, nargs="+" if is_list else None,
-            metavar=None if choices else f.name.upper(), help=full_help,
+            metavar=None if choices else name.upper(), help=full_help,
         )  # fmt: skip
+
+
+def _merged_help(shared: list[tuple[str, Field, Any, Any]], *, only: bool) -> str:
+    """``help (default: X)``; for kinds that differ: ``images: help; text: help (default: images X, text Y)``;
+    for a field of one kind among several: ``text only: help (default: X)``."""
+    helps = list(dict.fromkeys(f.metadata.get("help", "") for _, f, _, _ in shared))
+    details = [(label, _default_text(f, default)) for label, f, _, default in shared]
+    label = shared[0][0]
+    if len(helps) == 1:
+        text = f"{label} only: {helps[0]}" if only else helps[0]
+    else:
+        text = "; ".join(f"{lab}: {f.metadata.get('help', '')}" for lab, f, _, _ in shared)
+    distinct = list(dict.fromkeys(detail for _, detail in details))
+    if len(distinct) == 1:
+        return f"{text} ({distinct[0]})" if distinct[0] else text
+    parts = [f"{lab} {detail.removeprefix('default: ') or AUTO}" for lab, detail in details]
+    return f"{text} (default: {', '.join(parts)})"
 
 
 def chosen_fields(args: argparse.Namespace, config_class: type[RunConfig]) -> dict[str, Any]:
@@ -137,13 +171,15 @@ def chosen_fields(args: argparse.Namespace, config_class: type[RunConfig]) -> di
 # ---- attacks ---------------------------------------------------------------------------------------------------
 
 
-def add_attack_flag(parser: argparse.ArgumentParser, *, default: list[str]) -> None:
-    """``--attack NAME [NAME ...]``: names of the attack registry (advfast.eval.attacks), its help listing each."""
+def add_attack_flag(parser: argparse.ArgumentParser, *, default: list[str], explicit: bool = False) -> None:
+    """``--attack NAME [NAME ...]``: names of the attack registry (advfast.eval.attacks), its help listing each.
+    ``explicit``: the argparse default is None (the command applies ``default`` itself, and knows whether the
+    user chose)."""
     from advfast.eval.attacks import ATTACKS
 
     listed = "; ".join(f"{name}: {spec.summary}" for name, spec in ATTACKS.items())
     parser.add_argument(
-        "--attack", nargs="+", choices=list(ATTACKS), default=default, metavar="NAME",
+        "--attack", nargs="+", choices=list(ATTACKS), default=None if explicit else default, metavar="NAME",
         help=f"attacks to run, in order (default: {' '.join(default)}). {listed}",
     )  # fmt: skip
 

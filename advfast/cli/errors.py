@@ -7,12 +7,16 @@ import sys
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input or a bad environment (never a bug in advfast): bad arguments and data,
-    unreadable or foreign checkpoints, unwritable or full folders, a data set that is not installed, a run that
-    diverged."""
+    unreadable or foreign checkpoints, unwritable or full folders, a data set or model that is not installed, a run
+    that diverged."""
     from advfast.data import DatasetUnavailable
     from advfast.runtime import CheckpointError, RunFolderError
+    from advfast.text.models import ModelUnavailable
 
-    return (ValueError, CheckpointError, RunFolderError, DatasetUnavailable, OSError, FloatingPointError)
+    return (
+        ValueError, CheckpointError, RunFolderError, DatasetUnavailable, ModelUnavailable, OSError,
+        FloatingPointError,
+    )  # fmt: skip
 
 
 def report_error(command: str, exc: BaseException) -> int:

@@ -26,6 +26,7 @@ VERSION = 2
 ROLE_NAMES = {
     "classifier": "a classifier checkpoint (advfast train)",
     "generator": "a generator checkpoint (advfast augment)",
+    "text-classifier": "a text-classifier checkpoint (advfast train on text data)",
 }
 
 

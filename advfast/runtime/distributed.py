@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,10 +110,18 @@ class ShardSampler(Sampler[int]):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, ctx: DistContext, *, shuffle: bool, seed: int, drop_last: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    ctx: DistContext,
+    *,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
+    collate_fn: Callable[[Any], Any] | None = None,
 ) -> DataLoader:
     """A loader over this rank's shard (its sampler is a :class:`ShardSampler`). ``batch_size`` is the global
-    batch: each of the N ranks takes batch_size / N samples."""
+    batch: each of the N ranks takes batch_size / N samples. ``collate_fn``: how a list of items becomes a
+    batch (default: image tensors, whole or stacked; text: a tokenizing collate)."""
     if batch_size % ctx.world_size:
         raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {ctx.world_size}")
     sampler = ShardSampler(len(dataset), ctx, shuffle=shuffle, seed=seed, drop_last=drop_last)
@@ -121,7 +130,7 @@ def make_loader(
         batch_size=batch_size // ctx.world_size,
         sampler=sampler,
         drop_last=drop_last,
-        collate_fn=_collate_batch,
+        collate_fn=collate_fn or _collate_batch,
     )
 
 

@@ -54,9 +54,11 @@ class EmbeddingClassifier:
         a training backward through them reaches the embedding table)."""
         return self.embeddings(batch.input_ids if input_ids is None else input_ids)
 
-    def logits(self, batch: TextBatch, inputs_embeds: Tensor) -> Tensor:
-        """The model's logits ``[B, C]`` on ``inputs_embeds`` [B, L, D]."""
-        logits = logits_of(self.model(inputs_embeds=inputs_embeds, **batch.model_kwargs))
+    def logits(self, batch: TextBatch, inputs_embeds: Tensor, forward: nn.Module | None = None) -> Tensor:
+        """The model's logits ``[B, C]`` on ``inputs_embeds`` [B, L, D]; ``forward``: a wrapper of the model
+        to run instead (DistributedDataParallel)."""
+        module = self.model if forward is None else forward
+        logits = logits_of(module(inputs_embeds=inputs_embeds, **batch.model_kwargs))
         if logits.shape[0] != batch.size:
             raise ValueError(f"model must return logits of shape [B, C] = [{batch.size}, C], got {tuple(logits.shape)}")
         if self._labels_pending:

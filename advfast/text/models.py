@@ -13,6 +13,10 @@ from torch import nn
 from advfast.text.model_io import is_causal
 
 
+class ModelUnavailable(ImportError):
+    """A model (or the library that loads it) that is not installed; the message says how to install it."""
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     """A pretrained model shipped inside a Python package (found without importing it)."""
@@ -25,7 +29,7 @@ class PackagedModel:
     def path(self) -> Path:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError(f"{self.description} is not installed; install it with: {self.install}")
+            raise ModelUnavailable(f"{self.description} is not installed; install it with: {self.install}")
         path = Path(next(iter(spec.submodule_search_locations))) / self.folder
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -48,8 +52,22 @@ def _transformers():
     try:
         import transformers
     except ImportError as exc:
-        raise ImportError("loading a classifier needs Hugging Face transformers: pip install transformers") from exc
+        message = "loading a classifier needs Hugging Face transformers: pip install transformers"
+        raise ModelUnavailable(message) from exc
     return transformers
+
+
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No "Loading weights" progress bar on stderr (a local read takes well under a second); restored after."""
+    logging = transformers.utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def resolve_classifier_path(name_or_path: str | Path) -> Path:
@@ -91,7 +109,7 @@ def load_classifier(
     if dtype is not None:
         kwargs["dtype"] = dtype
     # The fresh head is drawn from its own seed, leaving the caller's global generator where it was.
-    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
+    with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext(), _quiet(transformers):
         if seed is not None:
             torch.manual_seed(seed)
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

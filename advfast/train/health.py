@@ -17,12 +17,14 @@ COLLAPSE_DROP = 0.2  # validation accuracy 20 points below its best: collapsed
 ADVICE = "ramp eps up over more of training (--eps-warmup), lower --lr, or train for more epochs"
 
 
-def diagnose(metrics: Sequence[dict[str, Any]], num_classes: int) -> list[str]:
+def diagnose(metrics: Sequence[dict[str, Any]], num_classes: int, advice: str = ADVICE) -> list[str]:
     """Warnings (empty when healthy) about the run whose epoch records are ``metrics``:
 
     - the final training loss is at chance: ``loss >= 0.9 ln C`` (a uniform prediction scores ``ln C``);
     - the final clean validation accuracy is near chance: ``acc <= 1/C + 0.1``;
     - the clean validation accuracy collapsed: the final one is 0.2 or more below the best epoch's.
+
+    ``advice`` ends each warning (what to change; the default is the image trainer's).
     """
     if not metrics or num_classes < 2:
         return []
@@ -33,7 +35,7 @@ def diagnose(metrics: Sequence[dict[str, Any]], num_classes: int) -> list[str]:
     if isinstance(loss, int | float) and loss >= CHANCE_LOSS_FRACTION * chance_loss:
         found.append(
             f"the training loss ended at {loss:.3f}, about that of a uniform guess (ln {num_classes} = "
-            f"{chance_loss:.3f}): the model barely learned; {ADVICE}"
+            f"{chance_loss:.3f}): the model barely learned; {advice}"
         )
     accuracies = [m.get("val_clean_acc") for m in metrics]
     accuracies = [a for a in accuracies if isinstance(a, int | float)]
@@ -43,12 +45,12 @@ def diagnose(metrics: Sequence[dict[str, Any]], num_classes: int) -> list[str]:
         if final <= chance + CHANCE_ACCURACY_MARGIN:
             found.append(
                 f"validation accuracy ended at {final:.1%}, near chance ({chance:.1%} for {num_classes} classes); "
-                f"{ADVICE}"
+                f"{advice}"
             )
         elif final <= best - COLLAPSE_DROP:
             epoch = 1 + accuracies.index(best)
+            guard = ", or keep the best epoch's weights with --overfit-guard" if advice == ADVICE else ""
             found.append(
-                f"validation accuracy collapsed from {best:.1%} (epoch {epoch}) to {final:.1%}; {ADVICE}, or "
-                "keep the best epoch's weights with --overfit-guard"
+                f"validation accuracy collapsed from {best:.1%} (epoch {epoch}) to {final:.1%}; {advice}{guard}"
             )
     return found

@@ -7,7 +7,7 @@ from advfast.data.text.collate import TextCollate, text_loader
 from advfast.data.text.examples import TextExamples, TextSplits, labels_from_values, split_examples
 from advfast.data.text.files import text_file_splits
 from advfast.data.text.movie_reviews import movie_review_splits
-from advfast.data.text.registry import TEXT_DATASETS, load_text_dataset
+from advfast.data.text.registry import TEXT_DATASETS, is_text_data, load_text_dataset
 
 __all__ = [
     "TEXT_DATASETS",
@@ -15,6 +15,7 @@ __all__ = [
     "TextExamples",
     "TextSplits",
     "bbc_news_splits",
+    "is_text_data",
     "labels_from_values",
     "load_text_dataset",
     "movie_review_splits",

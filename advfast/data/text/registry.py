@@ -17,6 +17,14 @@ TEXT_DATASETS: dict[str, Callable[..., TextSplits]] = {
 }
 
 
+TEXT_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def is_text_data(name: str | Path) -> bool:
+    """Whether ``name`` names a text data set: one of ``TEXT_DATASETS`` or a .csv / .jsonl file."""
+    return (isinstance(name, str) and name in TEXT_DATASETS) or Path(name).suffix.lower() in TEXT_FILE_SUFFIXES
+
+
 def load_text_dataset(
     name: str | Path, *, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0, **columns: str
 ) -> TextSplits:
@@ -28,6 +36,6 @@ def load_text_dataset(
             raise ValueError(f"column names apply to files only, not to the {name!r} data set")
         return TEXT_DATASETS[name](**fractions)
     path = Path(name)
-    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+    if path.suffix.lower() in TEXT_FILE_SUFFIXES:
         return text_file_splits(path, **fractions, **columns)
     raise ValueError(f"data must be one of {sorted(TEXT_DATASETS)} or a .csv / .jsonl file, got {str(name)!r}")

@@ -3,6 +3,7 @@ which runs the method's passes, back-propagates the training loss itself and ret
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
@@ -30,6 +31,9 @@ class Adversary:
         special_token_ids: token ids that never move, e.g. ``tokenizer.all_special_ids`` (default: the
             pad/bos/eos/sep/cls ids of ``model.config``); a batch's ``special_tokens_mask`` takes precedence.
         generator: draws the random initial perturbations (default: torch's global generator).
+        wrapper: a ``DistributedDataParallel`` around ``model`` (training under torchrun): every forward runs
+            through it, all but the method's last one under ``wrapper.no_sync()``, so the gradients its passes
+            accumulate are all-reduced once, by the last backward (FreeLB's K backwards: K - 1 local ones).
 
     The perturbation ``delta [B, L, D]`` is added to ``model.get_input_embeddings()(input_ids)`` (a gather)
     and fed back as ``inputs_embeds``; padding and special tokens never move.
@@ -44,12 +48,19 @@ class Adversary:
         *,
         special_token_ids: Iterable[int] | None = None,
         generator: torch.Generator | None = None,
+        wrapper: nn.Module | None = None,
     ) -> None:
         self.model = model
         self.classifier = EmbeddingClassifier(model, special_token_ids)
         self.device = self.classifier.device
         check_generator_for(generator, self.device)
         self.generator = generator
+        if wrapper is not None and (getattr(wrapper, "module", None) is not model or not hasattr(wrapper, "no_sync")):
+            raise ValueError(
+                f"wrapper must be a DistributedDataParallel around model (with .module and no_sync()), got "
+                f"{type(wrapper).__name__}"
+            )
+        self.wrapper = wrapper
 
     # ---- the public call -----------------------------------------------------------------------------
 
@@ -87,9 +98,13 @@ class Adversary:
         """Token embeddings ``[B, L, D]`` (a gather, in the graph: a training backward reaches the table)."""
         return self.classifier.embed(batch)
 
-    def logits(self, batch: TextBatch, inputs_embeds: Tensor) -> Tensor:
-        """The model's logits ``[B, C]`` on ``inputs_embeds`` [B, L, D]."""
-        return self.classifier.logits(batch, inputs_embeds)
+    def logits(self, batch: TextBatch, inputs_embeds: Tensor, *, last: bool = False) -> Tensor:
+        """The model's logits ``[B, C]`` on ``inputs_embeds`` [B, L, D]. ``last`` marks the method's last
+        forward, the one whose backward ends the step: with a ``wrapper``, only that one synchronises."""
+        if self.wrapper is None:
+            return self.classifier.logits(batch, inputs_embeds)
+        with contextlib.nullcontext() if last else self.wrapper.no_sync():
+            return self.classifier.logits(batch, inputs_embeds, forward=self.wrapper)
 
     def dropout_replay(self, enabled: bool) -> DropoutReplay:
         return DropoutReplay(self.device, enabled and self.model.training)

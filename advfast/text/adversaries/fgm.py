@@ -64,6 +64,6 @@ class FGM(Adversary):
         else:
             sign_step_(r, grad, batch.movable, eps=self.eps, alpha=self.eps, origin=origin)
         self.record(trace, r)
-        adversarial = cross_entropy(self.logits(batch, self.embed(batch) + r), batch.labels)
+        adversarial = cross_entropy(self.logits(batch, self.embed(batch) + r, last=True), batch.labels)
         backward(adversarial)
         return total + adversarial.detach()

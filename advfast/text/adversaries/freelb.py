@@ -104,7 +104,7 @@ class FreeLB(Adversary):
             replay.rewind()
             delta.requires_grad_(True)
             self.record(trace, delta)
-            loss = cross_entropy(self.logits(batch, embeds + delta), batch.labels) / passes
+            loss = cross_entropy(self.logits(batch, embeds + delta, last=t == passes - 1), batch.labels) / passes
             backward(loss)
             total = total + loss.detach()
             if t == passes - 1:

@@ -97,6 +97,6 @@ class PGD(Adversary):
                 sign_step_(delta, grad, batch.movable, eps=self.eps, alpha=self.alpha, origin=origin)
         replay.rewind()
         self.record(trace, delta)
-        adversarial = cross_entropy(self.logits(batch, embeds + delta), batch.labels)
+        adversarial = cross_entropy(self.logits(batch, embeds + delta, last=True), batch.labels)
         backward(adversarial)
         return total + adversarial.detach()

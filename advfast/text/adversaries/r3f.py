@@ -69,7 +69,7 @@ class R3F(Adversary):
         noise.mul_(batch.movable.unsqueeze(-1).to(noise.dtype))
         replay.rewind()
         self.record(trace, noise)
-        noised_logits = self.logits(batch, fixed + noise)
+        noised_logits = self.logits(batch, fixed + noise, last=True)
         total = cross_entropy(clean_logits, batch.labels) + self.weight * symmetric_kl(noised_logits, clean_logits)
         backward(total)
         return total.detach()

@@ -101,7 +101,7 @@ class SMART(Adversary):
             self._step(delta, grad, batch)
         replay.rewind()
         self.record(trace, delta)
-        adversarial_logits = self.logits(batch, embeds + delta)
+        adversarial_logits = self.logits(batch, embeds + delta, last=True)
         total = clean + self.weight * smart_symmetric_kl(clean_logits, adversarial_logits)
         backward(total)
         return total.detach()
