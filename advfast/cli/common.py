@@ -209,3 +209,23 @@ def resume_folder(args: argparse.Namespace) -> Path | None:
             f"continue into a new folder, copy the run first (cp -r {args.resume} {args.out}) and resume the copy"
         )
     return folder
+
+
+def fit_run(folder: Path | None, chosen: dict[str, Any], *, resume: Any, start: Any, command: str) -> Any:
+    """Fit the run: resumed from ``folder`` (``resume(folder, **chosen)``; the flags given override its config,
+    and it writes into ``folder``, never a recorded ``out``) or started fresh (``start(chosen)``). Prints, from
+    the main process, where it resumed, how to resume a resumable stop, and the run folder."""
+    if folder is not None:
+        chosen.pop("out", None)
+        trainer = resume(folder, **chosen)
+        if trainer.ctx.is_main:
+            print(f"resuming {trainer.out} at epoch {trainer.progress.epoch + 1}, step {trainer.progress.step}")
+    else:
+        trainer = start(chosen)
+    trainer.fit()
+    if trainer.ctx.is_main:
+        stop = trainer.progress.stop
+        if stop is not None and stop.reason.resumable:
+            print(f"stopped: {stop} (resume with: advfast {command} --resume {trainer.out})")
+        print(f"run folder: {trainer.out}")
+    return trainer

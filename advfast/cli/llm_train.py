@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from advfast.cli.common import add_config_flags, add_resume_flag, chosen_fields, resume_folder
+from advfast.cli.common import add_config_flags, add_resume_flag, chosen_fields, fit_run, resume_folder
 
 NAME = "llm-train"
 HELP = "fine-tune a chat model against prompt attacks (sft, cat), with checkpoints, a report and plots"
@@ -26,19 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from advfast.llm import ContinuousAT, LLMTrainConfig
 
-    chosen = chosen_fields(args, LLMTrainConfig)
-    folder = resume_folder(args)
-    if folder is not None:
-        chosen.pop("out", None)
-        trainer = ContinuousAT.resume(folder, **chosen)
-        if trainer.ctx.is_main:
-            print(f"resuming {trainer.out} at epoch {trainer.progress.epoch + 1}, step {trainer.progress.step}")
-    else:
-        trainer = ContinuousAT(config=LLMTrainConfig(**chosen))
-    trainer.fit()
-    if trainer.ctx.is_main:
-        stop = trainer.progress.stop
-        if stop is not None and stop.reason.resumable:
-            print(f"stopped: {stop} (resume with: advfast llm-train --resume {trainer.out})")
-        print(f"run folder: {trainer.out}")
+    fit_run(
+        resume_folder(args), chosen_fields(args, LLMTrainConfig), resume=ContinuousAT.resume,
+        start=lambda chosen: ContinuousAT(config=LLMTrainConfig(**chosen)), command="llm-train",
+    )  # fmt: skip
     return 0

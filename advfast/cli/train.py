@@ -7,7 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advfast.cli.common import CommandError, add_merged_config_flags, add_resume_flag, chosen_fields, resume_folder
+from advfast.cli.common import (
+    CommandError,
+    add_merged_config_flags,
+    add_resume_flag,
+    chosen_fields,
+    fit_run,
+    resume_folder,
+)
 
 NAME = "train"
 HELP = (
@@ -94,18 +101,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from advfast.train import Trainer as trainer_class
     config_class = classes[kind]
-    chosen = chosen_fields(args, config_class)
-    if folder is not None:
-        chosen.pop("out", None)
-        trainer = trainer_class.resume(folder, **chosen)
-        if trainer.ctx.is_main:
-            print(f"resuming {trainer.out} at epoch {trainer.progress.epoch + 1}, step {trainer.progress.step}")
-    else:
-        trainer = trainer_class(config_class(**chosen))
-    trainer.fit()
-    if trainer.ctx.is_main:
-        stop = trainer.progress.stop
-        if stop is not None and stop.reason.resumable:
-            print(f"stopped: {stop} (resume with: advfast train --resume {trainer.out})")
-        print(f"run folder: {trainer.out}")
+    fit_run(
+        folder, chosen_fields(args, config_class), resume=trainer_class.resume,
+        start=lambda chosen: trainer_class(config_class(**chosen)), command="train",
+    )  # fmt: skip
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from advfast.eval.formatting import percent, table_value
 from advfast.eval.plots import attack_label, save_robustness_plot, save_training_curves
 from advfast.eval.published import Published, check_published, published_at, published_json
 from advfast.eval.result import RobustnessResult
@@ -91,7 +92,7 @@ def markdown_report(
     lines += ["", *_cost_table(result)]
     if extra:
         lines += ["", "## Run", "", "| field | value |", "|---|---|"]
-        lines += [f"| {key} | {_value(value)} |" for key, value in extra.items() if key != "warnings"]
+        lines += [f"| {key} | {table_value(value)} |" for key, value in extra.items() if key != "warnings"]
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +101,7 @@ def _setup(result: RobustnessResult) -> str:
     lo, hi = result.bounds
     described = []
     for attack in result.attacks:
-        settings = ", ".join(f"{k} {_value(v)}" for k, v in result.settings[attack].items())
+        settings = ", ".join(f"{k} {table_value(v)}" for k, v in result.settings[attack].items())
         described.append(f"{attack_label(result, attack)} ({settings})" if settings else attack_label(result, attack))
     return (
         f"{result.num_samples} samples, {result.num_classes} classes; {norm} threat model, inputs in "
@@ -109,18 +110,18 @@ def _setup(result: RobustnessResult) -> str:
 
 
 def _accuracy_table(result: RobustnessResult, published: Mapping[str, Any]) -> list[str]:
-    clean = _pct(result.clean_accuracy) + _beside(published.get("clean"))
-    lines = ["## Accuracy", "", f"Clean accuracy: **{clean}** (chance: {_pct(result.chance_accuracy)}).", ""]
+    clean = percent(result.clean_accuracy) + _beside(published.get("clean"))
+    lines = ["## Accuracy", "", f"Clean accuracy: **{clean}** (chance: {percent(result.chance_accuracy)}).", ""]
     headers = [attack_label(result, attack) for attack in result.attacks]
     lines += ["| ε | " + " | ".join(headers) + " |", "|---:|" + "---:|" * len(headers)]
     for i, eps in enumerate(result.eps):
         cells = [
-            _pct(result.accuracy[attack][i]) + _beside(published_at(published, attack, eps))
+            percent(result.accuracy[attack][i]) + _beside(published_at(published, attack, eps))
             for attack in result.attacks
         ]
         lines.append(f"| {eps:.4g} | " + " | ".join(cells) + " |")
     unmatched = [
-        f"{attack} at ε = {eps:.4g}: {_pct(acc)}"
+        f"{attack} at ε = {eps:.4g}: {percent(acc)}"
         for attack, points in published.items()
         if isinstance(points, Mapping)
         for eps, acc in sorted(points.items())
@@ -139,7 +140,7 @@ def _stages_tables(result: RobustnessResult) -> list[str]:
         lines += ["", f"### {attack_label(result, attack)}: accuracy after each stage", ""]
         lines += ["| ε | " + " | ".join(headers) + " |", "|---:|" + "---:|" * len(headers)]
         for eps, after in zip(result.eps, record.accuracy, strict=True):
-            lines.append(f"| {eps:.4g} | " + " | ".join(_pct(after[name]) for name in record.stages) + " |")
+            lines.append(f"| {eps:.4g} | " + " | ".join(percent(after[name]) for name in record.stages) + " |")
         spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in record.seconds.items())
         lines += ["", f"Seconds per stage (all ε): {spent}."]
     return lines
@@ -185,7 +186,7 @@ def _sanity_section(result: RobustnessResult) -> list[str]:
     for name, run in result.sanity_runs.items():
         lines.append(
             f"| {name} | {run.eps:.4g} | {run.steps} | {run.restarts} | "
-            f"{'yes' if run.random_start else 'no'} | {_pct(run.accuracy)} |"
+            f"{'yes' if run.random_start else 'no'} | {percent(run.accuracy)} |"
         )
     return lines
 
@@ -199,17 +200,5 @@ def _cost_table(result: RobustnessResult) -> list[str]:
     return lines
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _beside(value: float | None) -> str:
-    return "" if value is None else f" (published {_pct(value)})"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value)
-    return str(value)
+    return "" if value is None else f" (published {percent(value)})"

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable
 
 from advfast.eval.attacks import get_attack
+from advfast.eval.formatting import percent
 from advfast.eval.result import RobustnessResult, SanityWarning
 
 TOLERANCE_POINTS = 0.005  # half a percentage point
@@ -113,10 +114,6 @@ def check_gradient_masking(result: RobustnessResult, *, emit: bool = True, stack
     return found
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _tol_text(tol: float) -> str:
     return f"tolerance {100 * tol:.2f} percentage points"
 
@@ -140,7 +137,7 @@ def _monotone_in_eps(result: RobustnessResult, tol: float) -> list[SanityWarning
             found.append(
                 SanityWarning(
                     "monotone_in_eps",
-                    f"{attack} accuracy rises with eps: {_points(high)} at {high_at} but {_points(low)} at "
+                    f"{attack} accuracy rises with eps: {percent(high)} at {high_at} but {percent(low)} at "
                     f"{low_at} ({_tol_text(tol)}); a stronger adversary should never do worse, {_CAUSE}",
                 )
             )
@@ -156,7 +153,7 @@ def _fgsm_not_below_strongest(result: RobustnessResult, tol: float) -> list[Sani
             strongest = min(others, key=lambda other: result.accuracy[other][i])
             single, best = result.accuracy[attack][i], result.accuracy[strongest][i]
             if single < best - tol:
-                below.append(f"eps={eps:g}: {attack} {_points(single)} < {strongest} {_points(best)}")
+                below.append(f"eps={eps:g}: {attack} {percent(single)} < {strongest} {percent(best)}")
         if below:
             found.append(
                 SanityWarning(
@@ -172,7 +169,7 @@ def _gradient_free_not_stronger(result: RobustnessResult, tol: float) -> list[Sa
     found = []
     for what, free, gradient in _gradient_free_cases(result):
         below = [
-            f"eps={eps:g}: {_points(f)} against {_points(g)}"
+            f"eps={eps:g}: {percent(f)} against {percent(g)}"
             for eps, f, g in zip(result.eps, free, gradient, strict=True)
             if f < g - tol
         ]
@@ -197,7 +194,7 @@ def _stronger_pgd(check: str, run_name: str, what: str) -> Callable[[RobustnessR
             SanityWarning(
                 check,
                 f"PGD with {what} ({stronger.steps} steps, {stronger.restarts} restarts) is more accurate at "
-                f"eps={base.eps:g}: {_points(stronger.accuracy)} against {_points(base.accuracy)} with "
+                f"eps={base.eps:g}: {percent(stronger.accuracy)} against {percent(base.accuracy)} with "
                 f"{base.steps} steps, {base.restarts} restarts ({escaped} samples fooled by the weaker "
                 f"attack escape the stronger; {_tol_text(tol)}), {_CAUSE}",
             )
@@ -215,8 +212,8 @@ def _unbounded_reaches_chance(result: RobustnessResult, tol: float) -> list[Sani
         SanityWarning(
             "unbounded_reaches_chance",
             f"PGD-{run.steps} with an unbounded eps={run.eps:g} ({result.norm}, the whole input range), "
-            f"started at the clean input, leaves {_points(run.accuracy)} accuracy, above chance "
-            f"{_points(chance)} ({_tol_text(tol)}); an adversary that may output any input must fool the "
+            f"started at the clean input, leaves {percent(run.accuracy)} accuracy, above chance "
+            f"{percent(chance)} ({_tol_text(tol)}); an adversary that may output any input must fool the "
             f"model, so the input gradient is not leading the attack: {_CAUSE}",
         )
     ]

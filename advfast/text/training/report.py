@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from advfast.eval.formatting import percent, table_value
 from advfast.eval.plots import save_training_curves
 from advfast.eval.report import REPORT_JSON, REPORT_MD, ROBUSTNESS_PNG
 from advfast.runtime.files import atomic_write, atomic_write_text
@@ -48,9 +49,9 @@ def write_text_report(
 def headline(result: TextEvaluation) -> str:
     """One line: clean accuracy, embedding PGD at the largest eps, token substitution at the largest budget."""
     return (
-        f"test ({result.count} examples): clean {_pct(result.clean_accuracy)} (macro-F1 {result.macro_f1:.3f}), "
-        f"embedding PGD-{result.steps} eps {result.eps[-1]:g}: {_pct(result.pgd_accuracy[-1])}, "
-        f"{result.budgets[-1]} token substitution(s): {_pct(result.substitution_accuracy[-1])}"
+        f"test ({result.count} examples): clean {percent(result.clean_accuracy)} (macro-F1 {result.macro_f1:.3f}), "
+        f"embedding PGD-{result.steps} eps {result.eps[-1]:g}: {percent(result.pgd_accuracy[-1])}, "
+        f"{result.budgets[-1]} token substitution(s): {percent(result.substitution_accuracy[-1])}"
     )
 
 
@@ -73,15 +74,16 @@ def markdown_text_report(result: TextEvaluation, *, title: str, extra: Mapping[s
     lines += [
         "## Accuracy",
         "",
-        f"Clean accuracy: **{_pct(result.clean_accuracy)}**, macro-F1 {result.macro_f1:.3f} (chance: {_pct(chance)}).",
+        f"Clean accuracy: **{percent(result.clean_accuracy)}**, macro-F1 {result.macro_f1:.3f} "
+        f"(chance: {percent(chance)}).",
         "",
         f"| ε ({norm}) | embedding PGD-{result.steps} x{result.restarts} |",
         "|---:|---:|",
-        *(f"| {e:.4g} | {_pct(a)} |" for e, a in zip(result.eps, result.pgd_accuracy, strict=True)),
+        *(f"| {e:.4g} | {percent(a)} |" for e, a in zip(result.eps, result.pgd_accuracy, strict=True)),
         "",
         "| tokens changed (at most) | token substitution |",
         "|---:|---:|",
-        *(f"| {k} | {_pct(a)} |" for k, a in zip(result.budgets, result.substitution_accuracy, strict=True)),
+        *(f"| {k} | {percent(a)} |" for k, a in zip(result.budgets, result.substitution_accuracy, strict=True)),
         "",
         f"Mean substitutions among the examples fooled: {result.mean_substitutions:.2f}.",
         "",
@@ -101,7 +103,7 @@ def markdown_text_report(result: TextEvaluation, *, title: str, extra: Mapping[s
     ]
     if extra:
         lines += ["", "## Run", "", "| field | value |", "|---|---|"]
-        lines += [f"| {key} | {_value(value)} |" for key, value in extra.items() if key != "warnings"]
+        lines += [f"| {key} | {table_value(value)} |" for key, value in extra.items() if key != "warnings"]
     return "\n".join(lines) + "\n"
 
 
@@ -132,15 +134,3 @@ def save_text_robustness_plot(result: TextEvaluation, path: str | Path, *, title
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(title or f"Accuracy under attack ({result.count} examples)")
     return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value)
-    return str(value)
