@@ -144,6 +144,26 @@ def test_eval_takes_a_run_folder_and_never_overwrites_the_training_report(traine
     assert (trained_run / "report.json").read_bytes() == before
 
 
+def test_eval_resumes_its_own_progress_and_refuses_another(trained_run, tmp_path, capsys):
+    """A progress file left by a killed `advfast eval` of the same settings is resumed (and removed once the
+    report is written); one of other settings is refused, naming what differs, and left in place."""
+    from advfast.eval import evaluate_robustness
+    from advfast.train import load_classifier
+
+    trained = load_classifier(trained_run)
+    test = trained.data().test
+    out = tmp_path / "eval"
+    evaluate_robustness(trained.model, (test.x, test.y), eps=[0.1], attacks=["pgd"], pgd_steps=2, sanity=False,
+                        progress=False, seed=trained.config.seed, checkpoint=out / "progress.pt")  # fmt: skip
+    argv = ["eval", trained_run, "--attack", "pgd", "--steps", "2", "--no-sanity", "--no-progress", "--out", out]
+    code, _, err = run_cli(capsys, *argv, "--eps", "0.2")
+    assert code == 2 and "differs in eps" in err and "Traceback" not in err, err
+    assert (out / "progress.pt").is_file()
+    code, stdout, _ = run_cli(capsys, *argv, "--eps", "0.1")
+    assert code == 0 and f"resuming the evaluation kept in {out / 'progress.pt'}" in stdout
+    assert (out / "report.json").is_file() and not (out / "progress.pt").exists()
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [

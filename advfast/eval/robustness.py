@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from advfast.eval.batches import EvalData, batches, sample_count
 from advfast.eval.columns import Columns
 from advfast.eval.metrics import accuracy, class_report
 from advfast.eval.predict import model_device
+from advfast.eval.progress import EvalProgress, batch_digest, model_digest
 from advfast.eval.result import AttackRun, RobustnessResult, StageRecord
 from advfast.eval.sanity import applicable_checks, check_gradient_masking
 from advfast.runtime.seeds import derive_seed
@@ -66,6 +69,7 @@ def evaluate_robustness(
     seed: int = 0,
     progress: bool = True,
     sanity: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> RobustnessResult:
     """Clean accuracy, and robust accuracy under each attack at each eps::
 
@@ -87,6 +91,11 @@ def evaluate_robustness(
     with an unbounded eps from the clean input, and :func:`advfast.eval.sanity.check_gradient_masking`
     compares all the accuracies; each failed check is returned in ``result.warnings`` and issued as a
     :class:`advfast.eval.GradientMaskingWarning`.
+
+    With ``checkpoint`` (a file path), the progress is written there atomically after every batch
+    (:mod:`advfast.eval.progress`), and a later call with the same path, settings, weights and data skips the
+    batches it holds: a killed evaluation resumes and gives the numbers an uninterrupted one gives. The file
+    is left in place; the caller removes it once the result is safely written.
 
     Args:
         model: maps x [B, ...] to logits [B, C]; an ``nn.Module`` is run in eval mode and left as it was.
@@ -124,6 +133,20 @@ def evaluate_robustness(
     unbounded_eps = math.nan
     num_classes = 0
     done = 0
+    earlier = 0.0  # seconds spent by the runs this one resumes
+    saved = None
+    if checkpoint is not None:
+        fingerprint = {"eps": eps_list, "norm": norm, "attacks": attack_names, "settings": attack_settings,
+                       "bounds": [lo, hi], "seed": seed, "batch_size": batch_size, "sanity": sanity,
+                       "model": model_digest(model)}  # fmt: skip
+        saved = EvalProgress(checkpoint, json.loads(json.dumps(fingerprint, default=repr)))
+        if saved.load():
+            done = saved.restore(columns)
+            seconds.update(saved.state["seconds"])
+            stage_seconds, stage_names = saved.state["stage_seconds"], saved.state["stage_names"]
+            num_classes, unbounded_eps = saved.state["num_classes"], saved.state["unbounded_eps"]
+            earlier = saved.state["elapsed"]
+    seen = 0
     per_batch = 1 + sum(run.cost for run in runs)
     bar = tqdm(
         total=None if num_batches is None else num_batches * per_batch,
@@ -133,7 +156,17 @@ def evaluate_robustness(
     )
     with bar:
         for index, (x, y) in enumerate(batch_iter):
+            seen = index + 1
+            digest = None if saved is None or x.shape[0] == 0 else batch_digest(x, y)
+            if saved is not None and index < saved.batches:
+                saved.check_batch(index, digest)
+                bar.update(per_batch)
+                continue
             if x.shape[0] == 0:
+                if saved is not None:
+                    saved.save(None, columns, done, _progress_state(seconds, stage_seconds, stage_names, num_classes,
+                                                                    unbounded_eps, earlier + time.perf_counter()
+                                                                    - started))  # fmt: skip
                 continue
             x, y = x.to(device), _labels(y, x, index).to(device)
             tick = time.perf_counter()
@@ -164,6 +197,12 @@ def evaluate_robustness(
                 seconds[run.part] += time.perf_counter() - tick
                 bar.update(run.cost)
             done += x.shape[0]
+            if saved is not None:
+                saved.save(digest, columns, done, _progress_state(seconds, stage_seconds, stage_names, num_classes,
+                                                                  unbounded_eps, earlier + time.perf_counter()
+                                                                  - started))  # fmt: skip
+    if saved is not None:
+        saved.check_complete(seen)
     if done == 0:
         raise ValueError("data is empty: it gave no samples")
 
@@ -223,8 +262,21 @@ def evaluate_robustness(
     if sanity:
         result.sanity_checks = applicable_checks(result)
         result.warnings = check_gradient_masking(result, emit=True, stacklevel=3)
-    result.seconds["total"] = time.perf_counter() - started
+    result.seconds["total"] = earlier + time.perf_counter() - started
     return result
+
+
+def _progress_state(
+    seconds: dict[str, float],
+    stage_seconds: dict[str, dict[str, float]],
+    stage_names: dict[str, list[str]],
+    num_classes: int,
+    unbounded_eps: float,
+    elapsed: float,
+) -> dict[str, Any]:
+    """What a resumed evaluation needs besides the per-sample columns (see :mod:`advfast.eval.progress`)."""
+    return {"seconds": seconds, "stage_seconds": stage_seconds, "stage_names": stage_names,
+            "num_classes": num_classes, "unbounded_eps": unbounded_eps, "elapsed": elapsed}  # fmt: skip
 
 
 def _check_eps(eps: Sequence[float]) -> list[float]:

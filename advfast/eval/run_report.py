@@ -16,6 +16,8 @@ from advfast.eval.predict import model_device
 from advfast.eval.report import write_report
 from advfast.eval.robustness import evaluate_robustness
 
+PROGRESS_FILE = "progress.pt"
+
 
 def report_run(
     model: nn.Module,
@@ -38,6 +40,7 @@ def report_run(
     extra: Mapping[str, Any] | None = None,
     progress: bool = True,
     sanity: bool = True,
+    resumable: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Robustness of ``model`` on ``data.test`` (the registry's ``attacks`` at each eps, PGD with ``steps``
@@ -45,14 +48,20 @@ def report_run(
     per-class metrics), written as report.json / report.md / robustness.png in
     ``out``, plus training_curves.png from ``metrics``; ``published`` numbers (see
     :func:`advfast.eval.published_for`) are printed beside. ``limit`` > 0 evaluates the first ``limit`` test
-    samples only (a quick look). ``say`` receives the report's headline. Returns the paths written, by kind."""
+    samples only (a quick look). With ``resumable``, the evaluation's progress is kept in ``out/progress.pt``
+    after every batch, and the same call after a kill resumes from it (:mod:`advfast.eval.progress`); the file
+    is removed once the report is written. ``say`` receives the report's headline and a resumption's notice.
+    Returns the paths written, by kind."""
     end = limit or None
+    out = Path(out)
+    checkpoint = out / PROGRESS_FILE if resumable else None
+    if checkpoint is not None and checkpoint.exists():
+        say(f"resuming the evaluation kept in {checkpoint}")
     result = evaluate_robustness(
         model, (data.test.x[:end], data.test.y[:end]), eps=list(eps), norm=norm, attacks=list(attacks),
         settings=settings, pgd_steps=steps, pgd_restarts=restarts, batch_size=batch_size,
-        device=model_device(model), seed=seed, progress=progress, sanity=sanity,
+        device=model_device(model), seed=seed, progress=progress, sanity=sanity, checkpoint=checkpoint,
     )  # fmt: skip
-    out = Path(out)
     fields: dict[str, Any] = {"data": data.describe()}
     if config is not None:
         fields["config"] = dict(config)
@@ -64,6 +73,8 @@ def report_run(
         paths["curves"] = save_training_curves(metrics, out / "training_curves.png", title=title)
     fields.update(extra or {})
     paths.update(write_report(result, out, title=title, extra=json.loads(json.dumps(fields)), published=published))
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # the report holds the result now
     say(headline(result))
     return paths
 

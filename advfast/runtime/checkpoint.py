@@ -27,6 +27,7 @@ ROLE_NAMES = {
     "classifier": "a classifier checkpoint (advfast train)",
     "generator": "a generator checkpoint (advfast augment)",
     "text-classifier": "a text-classifier checkpoint (advfast train on text data)",
+    "evaluation": "an evaluation's progress file (advfast eval)",
 }
 
 
