@@ -122,6 +122,36 @@ def test_n_fgsm_steps_from_its_noise_without_projecting(digits, monkeypatch) -> 
         NFGSM(AttackSettings(eps=EPS, norm="l2"))
 
 
+@pytest.mark.parametrize("start", ["clipped", "ball"])
+def test_fgsm_rs_takes_its_gradient_at_the_start_it_says(digits, start) -> None:
+    """x' = clip(x + clip(x0 + 1.25 eps sign(g(x0)) - x, -eps, eps), 0, 1) with x0 = x + eps U[-1, 1] clipped
+    to [0, 1] ("clipped") or not ("ball", Wong et al.'s code): the same noise, the gradient at x0."""
+    from advfast.train import FGSMRS
+
+    model, x, y = mlp(), digits.train.x[:64], digits.train.y[:64]
+    seen = {}
+
+    def first_input(module, inputs) -> None:  # the first forward is the attack's, at x0
+        seen.setdefault("x0", inputs[0].detach().clone())
+
+    model.register_forward_pre_hook(first_input)
+    batch = FGSMRS(AttackSettings(eps=EPS), start=start)(model, x, y, generator=torch.Generator().manual_seed(0))
+    noise = torch.empty_like(x)
+    advfast.ops.random_start_(noise, torch.zeros_like(x), EPS, "linf", -math.inf, math.inf,
+                              torch.Generator().manual_seed(0))  # fmt: skip
+    x0 = x + noise if start == "ball" else torch.clamp(x + noise, 0, 1)
+    torch.testing.assert_close(seen["x0"], x0, atol=1e-6, rtol=0)
+    if start == "ball":
+        assert bool(((x0 < 0) | (x0 > 1)).any()), "digits have pixels at 0 and 1: some starts are outside"
+    x_in = x0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_in), y, reduction="sum"), x_in)
+    expected = torch.clamp(x + torch.clamp(x0 + 1.25 * EPS * grad.sign() - x, -EPS, EPS), 0, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(batch.logits, model(expected), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="start must be one of"):
+        FGSMRS(AttackSettings(eps=EPS), start="box")
+
+
 def test_objective_in_a_plain_loop(digits) -> None:
     """The objectives are usable without the trainer: one call per batch."""
     model, objective = mlp(), Free(AttackSettings(eps=EPS), replays=2)
@@ -278,6 +308,7 @@ def test_schedules(name: str, points) -> None:
         ({"schedule": "step"}, "schedule must be one of"),
         ({"subset": 0.0}, "subset must be in"),
         ({"amp": "fp8"}, "amp must be one of"),
+        ({"method": "fgsm-rs", "start": "box"}, "start must be one of"),
         ({"method": "free", "accumulate": 2}, "accumulate > 1 is not supported"),
     ],
 )

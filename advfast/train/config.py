@@ -12,6 +12,7 @@ from advfast.checks import check_choice, check_count, check_real, require
 from advfast.eval.attacks import ATTACKS
 from advfast.runtime.config import RunConfig, option
 from advfast.train.objectives import OBJECTIVES
+from advfast.train.objectives.fgsm_rs import STARTS
 from advfast.train.schedules import SCHEDULES
 
 OPTIMIZERS = ("sgd", "adam")
@@ -50,6 +51,11 @@ class TrainConfig(RunConfig):
     beta: float = option(6.0, "trades: weight of the KL term", group="method")
     replays: int = option(8, "free: replays of each minibatch", group="method")
     noise: float = option(2.0, "n-fgsm: half-width of the uniform noise, as a multiple of eps", group="method")
+    start: str = option(
+        "clipped", "fgsm-rs: the random start, uniform in the eps-ball and clipped to the input range, or the "
+        "whole ball (Wong et al.'s code: the gradient may be taken outside the range; the example never is)",
+        choices=STARTS, group="method",
+    )  # fmt: skip
     model_mode: str | None = option(
         None, "the model's mode while the attack crafts examples: as_is (train mode, BatchNorm statistics "
         "restored) or eval", choices=MODEL_MODES, group="method", auto="eval for trades, else as_is",
@@ -115,6 +121,7 @@ class TrainConfig(RunConfig):
         check_real("beta", self.beta, low=0.0)
         check_real("noise", self.noise, low=0.0)
         check_choice("inner", self.inner, INNER_ATTACKS)
+        check_choice("start", self.start, STARTS)
         if self.overfit_guard is not None:
             check_real("overfit_guard", self.overfit_guard, low=0.0, high=1.0)
         if self.eval_eps is not None:
