@@ -86,6 +86,8 @@ def test_eval_on_a_text_run_writes_its_report_into_the_eval_folder(text_run, cap
     assert report["count"] == 6 and report["eps"] == [0.1, 0.2] and report["budgets"] == [1, 3]
     for name in ("report.md", "robustness.png", "training_curves.png"):
         assert (text_run / "eval" / name).is_file(), name
+    assert not list((text_run / "eval").glob("progress*")), "progress files are removed once the report is written"
+    assert not list(text_run.glob("progress*")), "and so are the training report's"
     assert json.loads((text_run / "report.json").read_text())["result"]["count"] == 16, "training report kept"
     code, _, err = run_cli(capsys, "eval", text_run / "last.pt", "--limit", "4", "--out", text_run / "quick",
                            "--no-progress")  # fmt: skip

@@ -199,3 +199,61 @@ def test_clean_accuracy_and_limit(bert):
     assert full.report["accuracy"] == pytest.approx(full.accuracy)
     first = text.clean_accuracy(bert, batches, limit=6, progress=False)
     assert first.count == 6 and torch.equal(first.predictions, full.predictions[:6])
+
+
+# ---- resumable evaluation ------------------------------------------------------------------------------------
+
+
+class Dies(Exception):
+    """Stands for the kill of a long evaluation."""
+
+
+def dying(batches, at: int | None):
+    """The batches, raising :class:`Dies` when batch ``at`` is asked for (None: never)."""
+    for index, batch in enumerate(batches):
+        if index == at:
+            raise Dies
+        yield batch
+
+
+@pytest.mark.parametrize("attack", ["embedding_pgd", "token_substitution"])
+def test_a_killed_text_evaluation_resumes_to_the_uninterrupted_numbers(bert, tmp_path, attack):
+    from advfast.eval.progress import EvalProgressMismatch
+
+    batches = [token_batch(seed=s) for s in range(4)]
+    if attack == "embedding_pgd":
+
+        def run(data, checkpoint=None, **changes):
+            kwargs = dict(eps=[0.1, 0.3], steps=3, restarts=2, special_token_ids=SPECIAL, seed=3, progress=False)
+            return text.embedding_pgd_accuracy(bert, data, checkpoint=checkpoint, **(kwargs | changes))
+
+        changed, named = {"eps": [0.1, 0.4]}, "eps"
+    else:
+
+        def run(data, checkpoint=None, **changes):
+            kwargs = dict(budgets=[1, 2], candidates=3, special_token_ids=SPECIAL, progress=False)
+            return text.token_substitution_accuracy(bert, data, checkpoint=checkpoint, **(kwargs | changes))
+
+        changed, named = {"candidates": 4}, "candidates"
+    uninterrupted = run(batches)
+    progress = tmp_path / "progress.pt"
+    with pytest.raises(Dies):
+        run(dying(batches, at=2), progress)
+    with pytest.raises(EvalProgressMismatch, match=named):
+        run(batches, progress, **changed)
+    other = [token_batch(seed=9), *batches[1:]]
+    with pytest.raises(EvalProgressMismatch, match="batch 0 of the data differs"):
+        run(other, progress)
+    assert run(batches, progress) == uninterrupted
+    assert run(batches, progress) == uninterrupted  # a finished file gives the result again
+    # The random draws continued where they had stopped: the generator ends where an uninterrupted run's does.
+    whole = tmp_path / "whole.pt"
+    run(batches, whole)
+    from advfast.runtime import load_checkpoint
+
+    resumed_state, whole_state = load_checkpoint(progress)["state"], load_checkpoint(whole)["state"]
+    assert set(resumed_state) == set(whole_state)
+    for key, value in whole_state.items():
+        mine = resumed_state[key]
+        same = torch.equal(mine, value) if isinstance(value, torch.Tensor) else mine == value
+        assert same, key

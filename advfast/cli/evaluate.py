@@ -85,6 +85,7 @@ def run_images(args: argparse.Namespace) -> int:
 def run_text(args: argparse.Namespace) -> int:
     from advfast.runtime import RunFolder, resolve_device
     from advfast.text.training import evaluate_text_classifier, load_text_run, write_text_report
+    from advfast.text.training.evaluation import remove_progress
     from advfast.text.training.report import headline
     from advfast.text.training.trainer import run_title
 
@@ -105,12 +106,13 @@ def run_text(args: argparse.Namespace) -> int:
             norm=args.norm or config.eval_norm, steps=args.steps or config.eval_steps,
             restarts=args.restarts or config.eval_restarts, candidates=config.eval_candidates,
             batch_size=args.batch_size or config.batch_size, max_length=config.max_length, limit=args.limit,
-            seed=config.seed, progress=not args.no_progress,
+            seed=config.seed, progress=not args.no_progress, checkpoint_dir=out.path,
         )  # fmt: skip
         extra = {"data": data.describe(), "config": config.to_dict(), "checkpoint": str(trained.path)}
         paths = write_text_report(
             result, out.path, title=run_title(config, data.name), extra=extra, metrics=trained.record.get("metrics")
         )
+        remove_progress(out.path)
     print(headline(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -4,7 +4,9 @@ AutoAttack on 10,000 MNIST images takes hours on a CPU. :func:`advfast.eval.eval
 ``checkpoint`` path writes this file atomically after every batch: the per-sample outputs so far, the seconds
 spent, and a digest of each batch's inputs and labels. Run again with the same path and it skips the batches
 the file holds and attacks the rest. Batch ``b``'s random draws are seeded from ``(seed, b)`` alone, so the
-resumed result equals an uninterrupted one, sample for sample.
+resumed result equals an uninterrupted one, sample for sample. The text evaluations
+(:func:`advfast.text.training.evaluate_text_classifier`) keep one such file per attack, with their counts and
+the random generator's state after each batch.
 
 It resumes only the same evaluation: the settings (eps, norm, attacks and their settings, bounds, seed, batch
 size, sanity checks), the model's weights (a digest of its ``state_dict``) and every batch already done (its
@@ -34,8 +36,9 @@ def model_digest(model: Callable[[Tensor], Tensor]) -> str | None:
     return payload_checksum(model.state_dict()) if isinstance(model, nn.Module) else None
 
 
-def batch_digest(x: Tensor, y: Tensor) -> str:
-    return payload_checksum({"x": x, "y": y})
+def batch_digest(*tensors: Tensor) -> str:
+    """SHA-256 of a batch's tensors (inputs and labels), by dtype, shape and bytes."""
+    return payload_checksum(list(tensors))
 
 
 class EvalProgress:
@@ -85,11 +88,13 @@ class EvalProgress:
                 "evaluated; remove it to start afresh, or write this evaluation elsewhere"
             )
 
-    def save(self, digest: str | None, columns: Columns, samples: int, state: Mapping[str, Any]) -> None:
-        """Records one more batch done: ``samples`` rows of every column so far, and ``state`` (plain data)."""
+    def save(self, digest: str | None, state: Mapping[str, Any], columns: Columns | None = None,
+             samples: int = 0) -> None:  # fmt: skip
+        """Records one more batch done: ``state`` (tensors and plain data) and, with ``columns``, their first
+        ``samples`` rows."""
         self.digests.append(digest)
-        self.state = {**state, "samples": samples,
-                      "columns": {name: columns.take(name, samples) for name in columns.data}}  # fmt: skip
+        kept = {} if columns is None else {name: columns.take(name, samples) for name in columns.data}
+        self.state = {**state, "samples": samples, "columns": kept}
         payload = {"fingerprint": self.fingerprint, "digests": self.digests, "state": self.state}
         save_checkpoint(self.path, payload, role=ROLE)
 

@@ -164,9 +164,9 @@ def evaluate_robustness(
                 continue
             if x.shape[0] == 0:
                 if saved is not None:
-                    saved.save(None, columns, done, _progress_state(seconds, stage_seconds, stage_names, num_classes,
-                                                                    unbounded_eps, earlier + time.perf_counter()
-                                                                    - started))  # fmt: skip
+                    saved.save(None, _progress_state(seconds, stage_seconds, stage_names, num_classes,
+                                                     unbounded_eps, earlier + time.perf_counter() - started),
+                               columns, done)  # fmt: skip
                 continue
             x, y = x.to(device), _labels(y, x, index).to(device)
             tick = time.perf_counter()
@@ -198,9 +198,9 @@ def evaluate_robustness(
                 bar.update(run.cost)
             done += x.shape[0]
             if saved is not None:
-                saved.save(digest, columns, done, _progress_state(seconds, stage_seconds, stage_names, num_classes,
-                                                                  unbounded_eps, earlier + time.perf_counter()
-                                                                  - started))  # fmt: skip
+                saved.save(digest, _progress_state(seconds, stage_seconds, stage_names, num_classes,
+                                                   unbounded_eps, earlier + time.perf_counter() - started),
+                           columns, done)  # fmt: skip
     if saved is not None:
         saved.check_complete(seen)
     if done == 0:

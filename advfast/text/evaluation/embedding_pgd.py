@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advfast.eval.progress import EvalProgress, model_digest
 from advfast.text.classifier import EmbeddingClassifier
-from advfast.text.evaluation.batches import Batch, limited, total_examples
+from advfast.text.evaluation.batches import Batch, batch_digest, limited, total_examples
 from advfast.text.guard import model_left_as_it_was, needs_autograd
 from advfast.text.perturbation import ball_start, l2_step_, sign_step_
 from advfast.text.validation import check_choice, check_count, check_generator_for, check_scalar
@@ -138,17 +140,29 @@ def embedding_pgd_accuracy(
     special_token_ids: Iterable[int] | None = None,
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> EmbeddingRobustness:
     """:func:`embedding_pgd` (PGD-``steps``, ``restarts`` restarts, early stop) at every radius of the grid
     ``eps`` over the first ``limit`` examples of ``batches``; the random starts come from a generator seeded
-    with ``seed``. ``alpha`` (default ``2.5 * eps / steps`` at each radius). A tqdm bar counts batches x radii."""
+    with ``seed``. ``alpha`` (default ``2.5 * eps / steps`` at each radius). A tqdm bar counts batches x radii.
+    With ``checkpoint`` (a file path) the counts and the generator's state are saved there after every batch,
+    and a later call with the same settings, weights and batches resumes from them
+    (:mod:`advfast.eval.progress`): the numbers are those of an uninterrupted run."""
     grid = [check_scalar("eps", e) for e in eps]
     if not grid:
         raise ValueError("eps must list at least one radius")
     classifier = EmbeddingClassifier(model, special_token_ids)
     generator = torch.Generator(device=classifier.device).manual_seed(seed)
     correct = [0] * len(grid)
-    clean_correct = count = 0
+    clean_correct = count = seen = 0
+    saved = None
+    if checkpoint is not None:
+        fingerprint = {"attack": "embedding-pgd", "eps": grid, "steps": steps, "restarts": restarts, "alpha": alpha,
+                       "norm": norm, "seed": seed, "model": model_digest(model)}  # fmt: skip
+        saved = EvalProgress(checkpoint, fingerprint)
+        if saved.load():
+            correct, clean_correct, count = list(saved.state["correct"]), saved.state["clean"], saved.state["count"]
+            generator.set_state(saved.state["generator"])
     total = total_examples(batches, limit)
     bar = tqdm(
         total=None if total is None else total * len(grid),
@@ -157,8 +171,14 @@ def embedding_pgd_accuracy(
         disable=not progress,
         leave=False,
     )
-    for raw in limited(batches, limit, classifier.device):
+    for index, raw in enumerate(limited(batches, limit, classifier.device)):
         size = raw["input_ids"].shape[0]  # type: ignore[union-attr]
+        seen = index + 1
+        digest = None if saved is None else batch_digest(raw)
+        if saved is not None and index < saved.batches:
+            saved.check_batch(index, digest)
+            bar.update(size * len(grid))
+            continue
         for i, radius in enumerate(grid):
             result = embedding_pgd(
                 model,
@@ -176,7 +196,12 @@ def embedding_pgd_accuracy(
                 clean_correct += int(result.clean_correct.sum())
             bar.update(size)
         count += size
+        if saved is not None:
+            saved.save(digest, {"correct": correct, "clean": clean_correct, "count": count,
+                                "generator": generator.get_state()})  # fmt: skip
     bar.close()
+    if saved is not None:
+        saved.check_complete(seen)
     if count == 0:
         raise ValueError("batches held no examples")
     return EmbeddingRobustness(grid, [c / count for c in correct], clean_correct / count, count, steps, restarts, norm)

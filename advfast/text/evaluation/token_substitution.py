@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from advfast.eval.progress import EvalProgress, model_digest
 from advfast.text.batch import TextBatch
 from advfast.text.classifier import EmbeddingClassifier
-from advfast.text.evaluation.batches import Batch, limited, total_examples
+from advfast.text.evaluation.batches import Batch, batch_digest, limited, total_examples
 from advfast.text.guard import model_left_as_it_was, needs_autograd
 from advfast.text.validation import check_count
 
@@ -194,10 +196,13 @@ def token_substitution_accuracy(
     limit: int | None = None,
     special_token_ids: Iterable[int] | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> TokenSubstitutionRobustness:
     """:func:`token_substitution` with the largest budget over the first ``limit`` examples; the greedy
     rounds give the accuracy at every smaller budget on the way. With a ``tokenizer`` the swaps use whole
-    words only (:func:`word_token_mask`) and its special tokens never change. A tqdm bar counts examples."""
+    words only (:func:`word_token_mask`) and its special tokens never change. A tqdm bar counts examples.
+    With ``checkpoint`` (a file path) the counts are saved there after every batch and a later call with the
+    same settings, weights and batches resumes from them (:mod:`advfast.eval.progress`)."""
     grid = sorted({check_count("budgets", k) for k in budgets})
     if not grid:
         raise ValueError("budgets must list at least one budget")
@@ -208,12 +213,27 @@ def token_substitution_accuracy(
         if special_token_ids is None:
             classifier = EmbeddingClassifier(model, getattr(tokenizer, "all_special_ids", None))
     correct = [0] * len(grid)
-    clean_correct = count = 0
+    clean_correct = count = seen = 0
     substitutions: list[Tensor] = []
+    saved = None
+    if checkpoint is not None:
+        words_only = tokenizer is not None or allowed_tokens is not None
+        fingerprint = {"attack": "token-substitution", "budgets": grid, "candidates": candidates,
+                       "words_only": words_only, "model": model_digest(model)}  # fmt: skip
+        saved = EvalProgress(checkpoint, fingerprint)
+        if saved.load():
+            correct, clean_correct, count = list(saved.state["correct"]), saved.state["clean"], saved.state["count"]
+            substitutions = [saved.state["substitutions"]]
     bar = tqdm(
         total=total_examples(batches, limit), desc="token substitution", unit="ex", disable=not progress, leave=False
     )
-    for raw in limited(batches, limit, classifier.device):
+    for index, raw in enumerate(limited(batches, limit, classifier.device)):
+        seen = index + 1
+        digest = None if saved is None else batch_digest(raw)
+        if saved is not None and index < saved.batches:
+            saved.check_batch(index, digest)
+            bar.update(raw["input_ids"].shape[0])  # type: ignore[union-attr]
+            continue
         result = token_substitution(
             model,
             raw,
@@ -229,7 +249,12 @@ def token_substitution_accuracy(
         substitutions.append(result.substitutions[at > 0].cpu())
         count += at.shape[0]
         bar.update(at.shape[0])
+        if saved is not None:
+            saved.save(digest, {"correct": correct, "clean": clean_correct, "count": count,
+                                "substitutions": torch.cat(substitutions)})  # fmt: skip
     bar.close()
+    if saved is not None:
+        saved.check_complete(seen)
     if count == 0:
         raise ValueError("batches held no examples")
     used = torch.cat(substitutions)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from advfast.data.text import TextExamples, text_loader
 from advfast.text.evaluation import clean_accuracy, embedding_pgd_accuracy, token_substitution_accuracy
+
+# Where a resumable evaluation keeps each attack's progress (see advfast.eval.progress), in its report folder.
+PROGRESS_FILES = {"embedding_pgd": "progress-embedding-pgd.pt", "token_substitution": "progress-token-substitution.pt"}
 
 
 @dataclass
@@ -62,9 +66,15 @@ def evaluate_text_classifier(
     limit: int = 0,
     seed: int = 0,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> TextEvaluation:
     """``model`` (left as it was) on the first ``limit`` examples of ``test`` (0: all), tokenized by
-    ``tokenizer`` in batches of ``batch_size`` padded to their longest (at most ``max_length`` tokens)."""
+    ``tokenizer`` in batches of ``batch_size`` padded to their longest (at most ``max_length`` tokens).
+    With ``checkpoint_dir``, each attack keeps its progress there after every batch (:data:`PROGRESS_FILES`)
+    and the same call after a kill resumes from it; :func:`remove_progress` deletes the files once the result
+    is safely written."""
+    files = {part: None if checkpoint_dir is None else Path(checkpoint_dir) / name
+             for part, name in PROGRESS_FILES.items()}  # fmt: skip
     loader = text_loader(test, tokenizer, batch_size=batch_size, max_length=max_length)
     specials = getattr(tokenizer, "all_special_ids", None)
     end = limit or None
@@ -77,12 +87,19 @@ def evaluate_text_classifier(
     mark = time.perf_counter()
     pgd = embedding_pgd_accuracy(
         model, loader, eps=list(eps), steps=steps, restarts=restarts, norm=norm, limit=end,
-        special_token_ids=specials, seed=seed, progress=progress,
+        special_token_ids=specials, seed=seed, progress=progress, checkpoint=files["embedding_pgd"],
     )  # fmt: skip
     seconds["embedding_pgd"] = time.perf_counter() - mark
     mark = time.perf_counter()
     swaps = token_substitution_accuracy(
-        model, loader, budgets=list(budgets), candidates=candidates, tokenizer=tokenizer, limit=end, progress=progress
+        model,
+        loader,
+        budgets=list(budgets),
+        candidates=candidates,
+        tokenizer=tokenizer,
+        limit=end,
+        progress=progress,
+        checkpoint=files["token_substitution"],
     )
     seconds["token_substitution"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - started
@@ -94,3 +111,9 @@ def evaluate_text_classifier(
         budgets=list(swaps.budgets), candidates=candidates, substitution_accuracy=list(swaps.accuracy),
         mean_substitutions=swaps.mean_substitutions, seed=seed, seconds=seconds,
     )  # fmt: skip
+
+
+def remove_progress(checkpoint_dir: str | Path) -> None:
+    """Deletes the progress files of :func:`evaluate_text_classifier` in ``checkpoint_dir``."""
+    for name in PROGRESS_FILES.values():
+        (Path(checkpoint_dir) / name).unlink(missing_ok=True)

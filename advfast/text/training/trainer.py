@@ -192,7 +192,7 @@ class TextTrainer(RunLoop):
 
     def write_report(self) -> dict[str, Path]:
         """The run folder's report on the test split (see :mod:`advfast.text.training.report`)."""
-        from advfast.text.training.evaluation import evaluate_text_classifier
+        from advfast.text.training.evaluation import evaluate_text_classifier, remove_progress
         from advfast.text.training.report import headline, write_text_report
 
         c, p = self.config, self.progress
@@ -206,7 +206,7 @@ class TextTrainer(RunLoop):
             self.model, self.tokenizer, self.data.test, class_names=self.data.classes, eps=c.eval_eps,
             budgets=c.eval_budgets, norm=c.eval_norm, steps=c.eval_steps, restarts=c.eval_restarts,
             candidates=c.eval_candidates, batch_size=c.batch_size, max_length=c.max_length, limit=c.eval_limit,
-            seed=c.seed, progress=c.progress,
+            seed=c.seed, progress=c.progress, checkpoint_dir=self.out,
         )  # fmt: skip
         extra = {
             "data": self.data.describe(),
@@ -217,6 +217,7 @@ class TextTrainer(RunLoop):
             "warnings": self.warnings,
         }
         paths = write_text_report(result, self.out, title=run_title(c, self.data.name), extra=extra, metrics=p.metrics)
+        remove_progress(self.out)
         self.say(headline(result))
         return paths
 
