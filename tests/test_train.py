@@ -73,6 +73,7 @@ def standard_robustness(digits, tmp_path_factory) -> float:
         {"method": "mixed", "lam": 1.0, "inner": "pgd"},
         {"method": "trades", "beta": 6.0},
         {"method": "free", "replays": 4, "epochs": 2},
+        {"method": "grad-align", "align": 0.2},
     ],
     ids=lambda c: c["method"],
 )
@@ -150,6 +151,37 @@ def test_fgsm_rs_takes_its_gradient_at_the_start_it_says(digits, start) -> None:
         torch.testing.assert_close(batch.logits, model(expected), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="start must be one of"):
         FGSMRS(AttackSettings(eps=EPS), start="box")
+
+
+def test_grad_align_is_fgsm_plus_the_alignment_term_differentiated_twice(digits) -> None:
+    """loss = CE(f(x'), y) + lambda (1 - mean_b cos(g(x)_b, g(x + eta)_b)), x' = clip(x + eps sign(g(x))),
+    eta from the seeded uniform start; parameter gradients through g(x + eta) only (g(x) held fixed)."""
+    import copy
+
+    from advfast.train import GradAlign
+
+    model, x, y = mlp(), digits.train.x[:64], digits.train.y[:64]
+    twin = copy.deepcopy(model)
+    batch = GradAlign(AttackSettings(eps=EPS), align=0.5)(model, x, y, generator=torch.Generator().manual_seed(0))
+    batch.loss.backward()
+
+    ce = torch.nn.functional.cross_entropy
+    x_in = x.clone().requires_grad_(True)
+    (g_x,) = torch.autograd.grad(ce(twin(x_in), y, reduction="sum"), x_in)
+    x_adv = torch.clamp(x + EPS * g_x.sign(), 0, 1)
+    x_eta = torch.empty_like(x)
+    advfast.ops.random_start_(x_eta, x, EPS, "linf", 0.0, 1.0, torch.Generator().manual_seed(0))
+    x_eta.requires_grad_(True)
+    (g_eta,) = torch.autograd.grad(ce(twin(x_eta), y, reduction="sum"), x_eta, create_graph=True)
+    cos = torch.nn.functional.cosine_similarity(g_x.flatten(1), g_eta.flatten(1), dim=1)
+    expected = ce(twin(x_adv), y) + 0.5 * (1 - cos.mean())
+    expected.backward()
+    torch.testing.assert_close(batch.loss, expected, atol=1e-6, rtol=1e-6)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5)
+    assert (1 - cos.mean()) > 0, "the term is not trivially zero here"
+    with pytest.raises(ValueError, match="align must be"):
+        GradAlign(AttackSettings(eps=EPS), align=-1.0)
 
 
 def test_objective_in_a_plain_loop(digits) -> None:

@@ -51,6 +51,7 @@ class TrainConfig(RunConfig):
     beta: float = option(6.0, "trades: weight of the KL term", group="method")
     replays: int = option(8, "free: replays of each minibatch", group="method")
     noise: float = option(2.0, "n-fgsm: half-width of the uniform noise, as a multiple of eps", group="method")
+    align: float = option(0.2, "grad-align: weight of the gradient-alignment term", group="method")
     start: str = option(
         "clipped", "fgsm-rs: the random start, uniform in the eps-ball and clipped to the input range, or the "
         "whole ball (Wong et al.'s code: the gradient may be taken outside the range; the example never is)",
@@ -120,6 +121,7 @@ class TrainConfig(RunConfig):
         check_real("lam", self.lam, low=0.0)
         check_real("beta", self.beta, low=0.0)
         check_real("noise", self.noise, low=0.0)
+        check_real("align", self.align, low=0.0)
         check_choice("inner", self.inner, INNER_ATTACKS)
         check_choice("start", self.start, STARTS)
         if self.overfit_guard is not None:

@@ -7,13 +7,14 @@ from typing import Any
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective, Standard
 from advfast.train.objectives.fgsm_rs import FGSMRS
 from advfast.train.objectives.free import Free
+from advfast.train.objectives.grad_align import GradAlign
 from advfast.train.objectives.mixed import Mixed
 from advfast.train.objectives.n_fgsm import NFGSM
 from advfast.train.objectives.pgd_at import PGDAT
 from advfast.train.objectives.trades import TRADES
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (Standard, Mixed, PGDAT, FGSMRS, NFGSM, Free, TRADES)
+    cls.name: cls for cls in (Standard, Mixed, PGDAT, FGSMRS, NFGSM, Free, TRADES, GradAlign)
 }
 
 
@@ -33,6 +34,7 @@ __all__ = [
     "AttackSettings",
     "BatchLoss",
     "Free",
+    "GradAlign",
     "Mixed",
     "Objective",
     "Standard",
