@@ -123,6 +123,13 @@ def test_n_fgsm_steps_from_its_noise_without_projecting(digits, monkeypatch) -> 
         NFGSM(AttackSettings(eps=EPS, norm="l2"))
 
 
+def test_a_config_from_before_the_start_option_resumes_with_the_clipped_start(tmp_path) -> None:
+    record = config(tmp_path, method="fgsm-rs").to_dict()
+    assert record["start"] == "ball", "the default is Wong et al.'s start"
+    del record["start"]
+    assert TrainConfig.from_dict(record).start == "clipped"
+
+
 @pytest.mark.parametrize("start", ["clipped", "ball"])
 def test_fgsm_rs_takes_its_gradient_at_the_start_it_says(digits, start) -> None:
     """x' = clip(x + clip(x0 + 1.25 eps sign(g(x0)) - x, -eps, eps), 0, 1) with x0 = x + eps U[-1, 1] clipped

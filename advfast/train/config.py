@@ -7,6 +7,7 @@ and the method, and saves the resolved record, so ``config.json`` always holds t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from advfast.checks import check_choice, check_count, check_real, require
 from advfast.eval.attacks import ATTACKS
@@ -53,8 +54,8 @@ class TrainConfig(RunConfig):
     noise: float = option(2.0, "n-fgsm: half-width of the uniform noise, as a multiple of eps", group="method")
     align: float = option(0.2, "grad-align: weight of the gradient-alignment term", group="method")
     start: str = option(
-        "clipped", "fgsm-rs: the random start, uniform in the eps-ball and clipped to the input range, or the "
-        "whole ball (Wong et al.'s code: the gradient may be taken outside the range; the example never is)",
+        "ball", "fgsm-rs: the random start, uniform in the whole eps-ball (Wong et al.'s code: the gradient may be "
+        "taken outside the input range; the example never is), or clipped to the input range first",
         choices=STARTS, group="method",
     )  # fmt: skip
     model_mode: str | None = option(
@@ -150,6 +151,14 @@ class TrainConfig(RunConfig):
         )
 
     # ---- automatic values, resolved ---------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TrainConfig:
+        """As :meth:`RunConfig.from_dict`; a record written before ``start`` existed used the clipped start, so
+        its run resumes with it."""
+        if isinstance(record, dict) and "start" not in record:
+            record = {**record, "start": "clipped"}
+        return super().from_dict(record)
 
     def resolve(self, *, eps: float, model: str) -> TrainConfig:
         """This config with every automatic value decided: ``eps`` and ``model`` from the data (when they are
