@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from advfast.eval.columns import Columns
-from advfast.runtime.checkpoint import CheckpointError, load_checkpoint, payload_checksum, save_checkpoint
+from advfast.runtime.checkpoint import load_checkpoint, payload_checksum, save_checkpoint
 
 ROLE = "evaluation"
 
@@ -105,8 +105,5 @@ class EvalProgress:
             columns.put(name, 0, values)
         return samples
 
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
-
-__all__ = ["ROLE", "CheckpointError", "EvalProgress", "EvalProgressMismatch", "batch_digest", "model_digest"]
+__all__ = ["ROLE", "EvalProgress", "EvalProgressMismatch", "batch_digest", "model_digest"]

@@ -71,8 +71,8 @@ def evaluate_text_classifier(
     """``model`` (left as it was) on the first ``limit`` examples of ``test`` (0: all), tokenized by
     ``tokenizer`` in batches of ``batch_size`` padded to their longest (at most ``max_length`` tokens).
     With ``checkpoint_dir``, each attack keeps its progress there after every batch (:data:`PROGRESS_FILES`)
-    and the same call after a kill resumes from it; :func:`remove_progress` deletes the files once the result
-    is safely written."""
+    and the same call after a kill resumes from it (``seconds`` then count this call's time only);
+    :func:`remove_progress` deletes the files once the result is safely written."""
     files = {part: None if checkpoint_dir is None else Path(checkpoint_dir) / name
              for part, name in PROGRESS_FILES.items()}  # fmt: skip
     loader = text_loader(test, tokenizer, batch_size=batch_size, max_length=max_length)
