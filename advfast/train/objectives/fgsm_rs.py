@@ -4,8 +4,8 @@
 ``start``: ``"ball"`` (the default) takes the gradient at ``x + d0`` itself, as Wong et al.'s code does;
 ``"clipped"`` clips ``x + d0`` to the input range first. On MNIST, whose pixels sit at 0 or 1, clipping removes
 about half of the start's noise there, and it costs a lot: the same recipe gave 71.3% under AutoAttack with
-the clipped start and 83.7% / 79.9% (two seeds) with the whole ball (first 1,000 test images, README). Either
-way ``x'`` is in the ball and the range.
+the clipped start and 83.7% / 79.9% / 84.1% (three seeds) with the whole ball (first 1,000 test images,
+README). Either way ``x'`` is in the ball and the range.
 
 Single-step training can suddenly lose all robustness to PGD ("catastrophic overfitting"); the trainer's
 overfitting guard (on by default for this method) watches PGD accuracy on validation data and stops, keeping
