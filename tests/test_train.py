@@ -119,7 +119,7 @@ def test_n_fgsm_steps_from_its_noise_without_projecting(digits, monkeypatch) -> 
     (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_in), y, reduction="sum"), x_in)
     torch.testing.assert_close(x_adv, torch.clamp(x0 + EPS * grad.sign(), 0, 1), atol=1e-6, rtol=0)
     assert (x_adv - x).abs().max() > EPS, "not projected back into the eps-ball"
-    with pytest.raises(ValueError, match="n-fgsm is an L-inf method"):
+    with pytest.raises(ValueError, match="n-fgsm is defined for linf only"):
         NFGSM(AttackSettings(eps=EPS, norm="l2"))
 
 
@@ -189,6 +189,8 @@ def test_grad_align_is_fgsm_plus_the_alignment_term_differentiated_twice(digits)
     assert (1 - cos.mean()) > 0, "the term is not trivially zero here"
     with pytest.raises(ValueError, match="align must be"):
         GradAlign(AttackSettings(eps=EPS), align=-1.0)
+    with pytest.raises(ValueError, match="grad-align is defined for linf only"):
+        GradAlign(AttackSettings(eps=EPS, norm="l2"))
 
 
 def test_objective_in_a_plain_loop(digits) -> None:

@@ -161,7 +161,7 @@ def attack(
             # Samples already fooled by an earlier restart stay frozen at their random start.
             done = best_success.clone() if early_stop and best_success is not None else None
             for _ in range(steps):
-                grad, logits = _input_gradient(model, loss_fn, x_adv, y, targeted, check=not logits_checked)
+                grad, logits = input_gradient(model, loss_fn, x_adv, y, targeted, check=not logits_checked)
                 logits_checked = True
                 mask = None
                 if early_stop:
@@ -183,10 +183,13 @@ def attack(
         return best
 
 
-def _input_gradient(
+def input_gradient(
     model: Model, loss_fn: LossFn, x_adv: Tensor, y: Tensor, targeted: bool, check: bool
 ) -> tuple[Tensor, Tensor]:
-    """Gradient of the summed per-sample objective w.r.t. the input only, and the detached logits."""
+    """``(grad, logits)``: g = ∇_x Σ_b s·loss_fn(model(x_adv))_b with s = -1 when ``targeted``, else +1, taken
+    w.r.t. the input only (parameters get no ``.grad``), and the detached logits. ``check`` validates the
+    logits' shape and finiteness against ``y`` (once per attack is enough). A model whose output does not
+    depend on its input through autograd gives a zero gradient."""
     x_in = x_adv.detach().requires_grad_(True)
     logits = model(x_in)
     if check:

@@ -36,9 +36,9 @@ def model_digest(model: Callable[[Tensor], Tensor]) -> str | None:
     return payload_checksum(model.state_dict()) if isinstance(model, nn.Module) else None
 
 
-def batch_digest(*tensors: Tensor) -> str:
-    """SHA-256 of a batch's tensors (inputs and labels), by dtype, shape and bytes."""
-    return payload_checksum(list(tensors))
+def batch_digest(batch: Any) -> str:
+    """SHA-256 of a batch (its tensors by dtype, shape and bytes, in a mapping's or sequence's order)."""
+    return payload_checksum(batch)
 
 
 class EvalProgress:
@@ -49,6 +49,7 @@ class EvalProgress:
         self.fingerprint = dict(fingerprint)
         self.digests: list[str | None] = []  # per batch index; None for an empty batch
         self.state: dict[str, Any] = {}
+        self._seen = 0  # batches the data has given in this run
 
     @property
     def batches(self) -> int:
@@ -73,19 +74,25 @@ class EvalProgress:
         self.state = dict(record["state"])
         return True
 
-    def check_batch(self, index: int, digest: str | None) -> None:
-        """A batch the file holds must be the batch the data gives now."""
+    def skips(self, index: int, digest: str | None) -> bool:
+        """Whether batch ``index`` (of digest ``digest``) is done already. Raises
+        :class:`EvalProgressMismatch` when the file holds a different batch at that index."""
+        self._seen = max(self._seen, index + 1)
+        if index >= self.batches:
+            return False
         if self.digests[index] != digest:
             raise EvalProgressMismatch(
                 f"{self.path}: batch {index} of the data differs from the one this progress file evaluated "
                 "(other data, order or limit); remove it to start afresh, or write this evaluation elsewhere"
             )
+        return True
 
-    def check_complete(self, seen: int) -> None:
-        if seen < self.batches:
+    def check_complete(self) -> None:
+        """After the last batch: the data must have given every batch the file holds."""
+        if self._seen < self.batches:
             raise EvalProgressMismatch(
-                f"{self.path}: the data gave {seen} batches, fewer than the {self.batches} this progress file "
-                "evaluated; remove it to start afresh, or write this evaluation elsewhere"
+                f"{self.path}: the data gave {self._seen} batches, fewer than the {self.batches} this progress "
+                "file evaluated; remove it to start afresh, or write this evaluation elsewhere"
             )
 
     def save(self, digest: str | None, state: Mapping[str, Any], columns: Columns | None = None,

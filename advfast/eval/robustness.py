@@ -146,7 +146,14 @@ def evaluate_robustness(
             stage_seconds, stage_names = saved.state["stage_seconds"], saved.state["stage_names"]
             num_classes, unbounded_eps = saved.state["num_classes"], saved.state["unbounded_eps"]
             earlier = saved.state["elapsed"]
-    seen = 0
+
+    def record(digest: str | None) -> None:
+        """One more batch done: into the progress file, when there is one."""
+        if saved is not None:
+            state = _progress_state(seconds, stage_seconds, stage_names, num_classes, unbounded_eps,
+                                    earlier + time.perf_counter() - started)  # fmt: skip
+            saved.save(digest, state, columns, done)
+
     per_batch = 1 + sum(run.cost for run in runs)
     bar = tqdm(
         total=None if num_batches is None else num_batches * per_batch,
@@ -156,17 +163,12 @@ def evaluate_robustness(
     )
     with bar:
         for index, (x, y) in enumerate(batch_iter):
-            seen = index + 1
-            digest = None if saved is None or x.shape[0] == 0 else batch_digest(x, y)
-            if saved is not None and index < saved.batches:
-                saved.check_batch(index, digest)
+            digest = None if saved is None or x.shape[0] == 0 else batch_digest((x, y))
+            if saved is not None and saved.skips(index, digest):
                 bar.update(per_batch)
                 continue
             if x.shape[0] == 0:
-                if saved is not None:
-                    saved.save(None, _progress_state(seconds, stage_seconds, stage_names, num_classes,
-                                                     unbounded_eps, earlier + time.perf_counter() - started),
-                               columns, done)  # fmt: skip
+                record(None)
                 continue
             x, y = x.to(device), _labels(y, x, index).to(device)
             tick = time.perf_counter()
@@ -197,12 +199,9 @@ def evaluate_robustness(
                 seconds[run.part] += time.perf_counter() - tick
                 bar.update(run.cost)
             done += x.shape[0]
-            if saved is not None:
-                saved.save(digest, _progress_state(seconds, stage_seconds, stage_names, num_classes,
-                                                   unbounded_eps, earlier + time.perf_counter() - started),
-                           columns, done)  # fmt: skip
+            record(digest)
     if saved is not None:
-        saved.check_complete(seen)
+        saved.check_complete()
     if done == 0:
         raise ValueError("data is empty: it gave no samples")
 

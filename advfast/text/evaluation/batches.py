@@ -7,8 +7,6 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 from torch import Tensor
 
-from advfast.eval.progress import batch_digest as tensors_digest
-
 Batch = Mapping[str, object]
 
 
@@ -51,8 +49,3 @@ def total_examples(batches: Iterable[Batch], limit: int | None) -> int | None:
     if n is None:
         return limit
     return n if limit is None else min(n, limit)
-
-
-def batch_digest(batch: Batch) -> str:
-    """SHA-256 of a batch's tensors in key order (ids, masks, labels): what a progress file checks."""
-    return tensors_digest(*(value for _, value in sorted(batch.items()) if isinstance(value, Tensor)))

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advfast.eval.progress import EvalProgress, model_digest
+from advfast.eval.progress import EvalProgress, batch_digest, model_digest
 from advfast.text.classifier import EmbeddingClassifier
-from advfast.text.evaluation.batches import Batch, batch_digest, limited, total_examples
+from advfast.text.evaluation.batches import Batch, limited, total_examples
 from advfast.text.guard import model_left_as_it_was, needs_autograd
 from advfast.text.perturbation import ball_start, l2_step_, sign_step_
 from advfast.text.validation import check_choice, check_count, check_generator_for, check_scalar
@@ -154,7 +154,7 @@ def embedding_pgd_accuracy(
     classifier = EmbeddingClassifier(model, special_token_ids)
     generator = torch.Generator(device=classifier.device).manual_seed(seed)
     correct = [0] * len(grid)
-    clean_correct = count = seen = 0
+    clean_correct = count = 0
     saved = None
     if checkpoint is not None:
         fingerprint = {"attack": "embedding-pgd", "eps": grid, "steps": steps, "restarts": restarts, "alpha": alpha,
@@ -173,10 +173,8 @@ def embedding_pgd_accuracy(
     )
     for index, raw in enumerate(limited(batches, limit, classifier.device)):
         size = raw["input_ids"].shape[0]  # type: ignore[union-attr]
-        seen = index + 1
         digest = None if saved is None else batch_digest(raw)
-        if saved is not None and index < saved.batches:
-            saved.check_batch(index, digest)
+        if saved is not None and saved.skips(index, digest):
             bar.update(size * len(grid))
             continue
         for i, radius in enumerate(grid):
@@ -201,7 +199,7 @@ def embedding_pgd_accuracy(
                                 "generator": generator.get_state()})  # fmt: skip
     bar.close()
     if saved is not None:
-        saved.check_complete(seen)
+        saved.check_complete()
     if count == 0:
         raise ValueError("batches held no examples")
     return EmbeddingRobustness(grid, [c / count for c in correct], clean_correct / count, count, steps, restarts, norm)

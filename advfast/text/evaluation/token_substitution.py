@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advfast.eval.progress import EvalProgress, model_digest
+from advfast.eval.progress import EvalProgress, batch_digest, model_digest
 from advfast.text.batch import TextBatch
 from advfast.text.classifier import EmbeddingClassifier
-from advfast.text.evaluation.batches import Batch, batch_digest, limited, total_examples
+from advfast.text.evaluation.batches import Batch, limited, total_examples
 from advfast.text.guard import model_left_as_it_was, needs_autograd
 from advfast.text.validation import check_count
 
@@ -213,7 +213,7 @@ def token_substitution_accuracy(
         if special_token_ids is None:
             classifier = EmbeddingClassifier(model, getattr(tokenizer, "all_special_ids", None))
     correct = [0] * len(grid)
-    clean_correct = count = seen = 0
+    clean_correct = count = 0
     substitutions: list[Tensor] = []
     saved = None
     if checkpoint is not None:
@@ -228,10 +228,8 @@ def token_substitution_accuracy(
         total=total_examples(batches, limit), desc="token substitution", unit="ex", disable=not progress, leave=False
     )
     for index, raw in enumerate(limited(batches, limit, classifier.device)):
-        seen = index + 1
         digest = None if saved is None else batch_digest(raw)
-        if saved is not None and index < saved.batches:
-            saved.check_batch(index, digest)
+        if saved is not None and saved.skips(index, digest):
             bar.update(raw["input_ids"].shape[0])  # type: ignore[union-attr]
             continue
         result = token_substitution(
@@ -254,7 +252,7 @@ def token_substitution_accuracy(
                                 "substitutions": torch.cat(substitutions)})  # fmt: skip
     bar.close()
     if saved is not None:
-        saved.check_complete(seen)
+        saved.check_complete()
     if count == 0:
         raise ValueError("batches held no examples")
     used = torch.cat(substitutions)

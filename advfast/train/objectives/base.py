@@ -51,10 +51,16 @@ class Objective:
 
     name: ClassVar[str]
     replays: int = 1
+    norms: ClassVar[tuple[str, ...] | None] = None  # the threat models the method is defined for; None: any
 
     def __init__(self, attack: AttackSettings) -> None:
         if attack.eps < 0:
             raise ValueError(f"eps must be >= 0, got {attack.eps}")
+        if self.norms is not None and attack.norm not in self.norms:
+            raise ValueError(
+                f"{self.name} is defined for {', '.join(self.norms)} only; norm must be one of them, "
+                f"got {attack.norm!r}"
+            )
         self.attack = attack
 
     @classmethod

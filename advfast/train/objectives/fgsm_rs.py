@@ -22,7 +22,7 @@ from torch import nn
 from advfast import ops
 from advfast.attacks import FGSM_RS_SCALE, fgsm, preserved_model_state
 from advfast.attacks.losses import resolve_loss
-from advfast.attacks.pgd import _input_gradient
+from advfast.attacks.pgd import input_gradient
 from advfast.checks import check_choice
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
@@ -57,6 +57,6 @@ class FGSMRS(Objective):
         x_adv = torch.empty_like(x)
         ops.random_start_(x_adv, x, eps, a.norm, -math.inf, math.inf, generator)  # not clipped to the range
         with preserved_model_state(attacker, a.model_mode), torch.enable_grad():
-            grad, _ = _input_gradient(attacker, resolve_loss("ce"), x_adv, y, targeted=False, check=True)
+            grad, _ = input_gradient(attacker, resolve_loss("ce"), x_adv, y, targeted=False, check=True)
         step = ops.linf_step_ if a.norm == "linf" else ops.l2_step_
         return step(x_adv, grad, x.detach(), eps, alpha, lo, hi)  # into the ball around x and the range

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from advfast import ops
 from advfast.attacks import preserved_model_state
 from advfast.attacks.losses import resolve_loss
-from advfast.attacks.pgd import _input_gradient
+from advfast.attacks.pgd import input_gradient
 from advfast.checks import check_real
 from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
@@ -40,11 +40,10 @@ def gradient_cosine(first: Tensor, second: Tensor) -> Tensor:
 
 class GradAlign(Objective):
     name = "grad-align"
+    norms = ("linf",)
 
     def __init__(self, attack: AttackSettings, align: float = 0.2) -> None:
         super().__init__(attack)
-        if attack.norm != "linf":
-            raise ValueError(f"grad-align is an L-inf method; norm must be linf, got {attack.norm!r}")
         self.align = check_real("align", align, low=0.0)
 
     @classmethod
@@ -58,7 +57,7 @@ class GradAlign(Objective):
         lo, hi = a.bounds
         x = x.detach()
         with preserved_model_state(attacker, a.model_mode), torch.enable_grad():
-            g_x, _ = _input_gradient(attacker, resolve_loss("ce"), x, y, targeted=False, check=True)
+            g_x, _ = input_gradient(attacker, resolve_loss("ce"), x, y, targeted=False, check=True)
         alpha = a.alpha_at(eps, 1.0)
         x_adv = x.clone()
         if alpha is not None:

@@ -23,11 +23,10 @@ from advfast.train.objectives.base import AttackSettings, BatchLoss, Objective
 
 class NFGSM(Objective):
     name = "n-fgsm"
+    norms = ("linf",)
 
     def __init__(self, attack: AttackSettings, noise: float = 2.0) -> None:
         super().__init__(attack)
-        if attack.norm != "linf":
-            raise ValueError(f"n-fgsm is an L-inf method; norm must be linf, got {attack.norm!r}")
         self.noise = check_real("noise", noise, low=0.0)
 
     @classmethod
