@@ -65,6 +65,16 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys):
     assert code == 2 and "usage: advfast train" in err and "unrecognized arguments: --bogus 3" in err
 
 
+def test_the_resume_hint_after_a_step_limit_continues_the_run(tmp_path, capsys):
+    out = tmp_path / "cut"
+    code, stdout, _ = run_cli(capsys, "train", *FAST_TRAIN, "--max-steps", "2", "--no-report", "--out", out)
+    hint = re.search(r"^stopped: max_steps 2 reached \(resume with: advfast (train --resume .*)\)$", stdout, re.M)
+    assert code == 0 and hint, stdout
+    code, stdout, _ = run_cli(capsys, *hint.group(1).split(), "--no-report")
+    assert code == 0 and "stopped:" not in stdout, stdout
+    assert load_checkpoint(out / "last.pt")["progress"]["step"] > 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

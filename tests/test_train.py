@@ -239,6 +239,20 @@ def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, method) -> None:
     assert len(lines) == 3
 
 
+def test_a_run_resumed_at_its_step_limit_takes_no_step(digits, tmp_path) -> None:
+    first = Trainer(config(tmp_path, max_steps=3), data=digits)
+    first.fit()
+    assert first.progress.step == 3
+    again = Trainer.resume(tmp_path / "run")  # the config keeps max_steps 3
+    again.fit()
+    assert again.progress.step == 3 and again.progress.stop.reason is StopReason.MAX_STEPS
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key
+    onward = Trainer.resume(tmp_path / "run", max_steps=5)
+    onward.fit()
+    assert onward.progress.step == 5
+
+
 def test_sigterm_saves_and_stops_at_a_step_boundary(digits, tmp_path) -> None:
     class SignalAtStepFive(Trainer):
         def train_batch(self, batch, seed):

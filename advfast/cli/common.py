@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from advfast.runtime.config import AUTO, RunConfig
+from advfast.runtime.loop import StopReason
 
 GROUP_TITLES = {
     "data": "data and model",
@@ -226,6 +227,8 @@ def fit_run(folder: Path | None, chosen: dict[str, Any], *, resume: Any, start: 
     if trainer.ctx.is_main:
         stop = trainer.progress.stop
         if stop is not None and stop.reason.resumable:
-            print(f"stopped: {stop} (resume with: advfast {command} --resume {trainer.out})")
+            # The step limit is kept in the run's config: resuming past it needs a new one (0: none).
+            more = " --max-steps 0" if stop.reason is StopReason.MAX_STEPS else ""
+            print(f"stopped: {stop} (resume with: advfast {command} --resume {trainer.out}{more})")
         print(f"run folder: {trainer.out}")
     return trainer

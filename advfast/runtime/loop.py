@@ -159,6 +159,9 @@ class RunLoop:
                 desc=self.description(), disable=not (c.progress and self.ctx.is_main), dynamic_ncols=True,
             )  # fmt: skip
             p.stop = None
+            if c.max_steps and p.step >= c.max_steps:
+                # A run resumed at its step limit takes no step (the check below comes after each step).
+                p.stop = Stop(StopReason.MAX_STEPS, f"max_steps {c.max_steps} reached")
             with stop_on_signals() as signals, bar:
                 while p.epoch < c.epochs and p.stop is None:
                     self._run_epoch(bar, signals)
