@@ -242,6 +242,10 @@ def test_health_checks_say_when_a_run_learned_nothing_or_collapsed():
     warnings = diagnose(at_chance, 10)
     assert any("uniform guess" in w for w in warnings) and all("--eps-warmup" in w for w in warnings)
     assert any("near chance" in w for w in diagnose([{"train_loss": 1.0, "val_clean_acc": 0.15}], 10))
+    # An adversarial objective's loss (on perturbed inputs) near ln 2 beside a clean accuracy that shows learning.
+    assert diagnose([{"train_loss": 0.646, "val_clean_acc": 0.80}], 2) == []
+    assert any("uniform guess" in w for w in diagnose([{"train_loss": 0.646, "val_clean_acc": 0.70}], 2))
+    assert any("uniform guess" in w for w in diagnose([{"train_loss": 0.646}], 2)), "no accuracy to go by"
     collapsed = [{"train_loss": 0.5, "val_clean_acc": 0.9}, {"train_loss": 0.6, "val_clean_acc": 0.5}]
     assert any("collapsed from 90.0% (epoch 1) to 50.0%" in w for w in diagnose(collapsed, 10))
 
