@@ -25,33 +25,34 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from advfast.eval import published_for
+
 # The README's base command for every MNIST row, then each row's own arguments.
 BASE = ["--data", "mnist", "--eps", "0.3", "--eval-eps", "0.1", "0.2", "0.3", "--eval-steps", "40", "--no-report"]
-WONG = ["--method", "fgsm-rs", "--epochs", "10", "--batch-size", "100", "--lr", "5e-3", "--schedule", "one-cycle",
-        "--eps-warmup", "0"]  # fmt: skip
-
-# Published AutoAttack (standard) accuracies at eps 0.3, from the AutoAttack authors' table (Croce & Hein 2020).
-MADRY = ("Madry et al. PGD-AT", 88.50)
-WONG_AA = ("Wong et al. FGSM-RS", 82.93)
-ZHANG = ("Zhang et al. TRADES", 92.81)
+WONG = ["--epochs", "10", "--batch-size", "100", "--lr", "5e-3", "--schedule", "one-cycle", "--eps-warmup", "0"]
 
 
 @dataclass(frozen=True)
 class Row:
+    method: str
     args: list[str]
-    anchor: tuple[str, float] | None = None
+
+    @property
+    def anchor(self) -> dict | None:
+        """The published figures for the method (advfast.eval's anchors, which the reports print too)."""
+        return published_for("mnist", self.method, 0.3, "linf")
 
 
 ROWS: dict[str, Row] = {
-    "standard": Row(["--method", "standard", "--epochs", "10"]),
-    "pgd": Row(["--method", "pgd", "--epochs", "20", "--steps", "10", "--eps-warmup", "0.3"], MADRY),
-    "fgsm-rs-s0": Row([*WONG, "--seed", "0"], WONG_AA),
-    "fgsm-rs-s1": Row([*WONG, "--seed", "1"], WONG_AA),
-    "fgsm-rs-s2": Row([*WONG, "--seed", "2"], WONG_AA),
-    "free": Row(["--method", "free", "--replays", "8", "--epochs", "3"]),
-    "trades": Row(["--method", "trades", "--epochs", "10", "--steps", "10", "--beta", "6"], ZHANG),
+    "standard": Row("standard", ["--epochs", "10"]),
+    "pgd": Row("pgd", ["--epochs", "20", "--steps", "10", "--eps-warmup", "0.3"]),
+    "fgsm-rs-s0": Row("fgsm-rs", [*WONG, "--seed", "0"]),
+    "fgsm-rs-s1": Row("fgsm-rs", [*WONG, "--seed", "1"]),
+    "fgsm-rs-s2": Row("fgsm-rs", [*WONG, "--seed", "2"]),
+    "free": Row("free", ["--replays", "8", "--epochs", "3"]),
+    "trades": Row("trades", ["--epochs", "10", "--steps", "10", "--beta", "6"]),
     # Zhang et al. trained for 100 epochs; the 10-epoch row stays 4 points under its anchor.
-    "trades-40": Row(["--method", "trades", "--epochs", "40", "--steps", "10", "--beta", "6"], ZHANG),
+    "trades-40": Row("trades", ["--epochs", "40", "--steps", "10", "--beta", "6"]),
 }
 
 
@@ -84,7 +85,8 @@ def commands(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]
     if (run / "last.pt").exists():
         train = advfast("train", "--resume", str(run), "--no-progress", *common)
     else:
-        train = advfast("train", *BASE, *ROWS[name].args, "--no-progress", "--out", str(run), *common)
+        row = ROWS[name]
+        train = advfast("train", *BASE, "--method", row.method, *row.args, "--no-progress", "--out", str(run), *common)
     if args.max_steps:
         train += ["--max-steps", str(args.max_steps)]
     evaluate = advfast("eval", str(run), "--eps", "0.3", "--attack", "autoattack", "pgd", "--steps", "40",
@@ -99,7 +101,9 @@ def commands(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]
 def measure(name: str, args: argparse.Namespace) -> dict:
     """Trains and evaluates one row; its numbers (percentages) and seconds."""
     logs = args.out / "logs"
-    record: dict = {"row": name, "args": ROWS[name].args, "anchor": ROWS[name].anchor}
+    row, anchor = ROWS[name], ROWS[name].anchor
+    published = None if anchor is None else {"source": anchor["source"], "autoattack": 100 * anchor["autoattack"][0.3]}
+    record: dict = {"row": name, "method": row.method, "args": row.args, "published": published}
     for part, command in zip(("train", "eval"), commands(name, args), strict=True):
         began = time.perf_counter()
         with open(logs / f"{name}-{part}.log", "w") as log:
@@ -127,11 +131,11 @@ def table(records: list[dict], device: str) -> str:
         "robust (advfast's `autoattack`); PGD-40 is the weaker attack.",
         "",
         "| row | points | clean | PGD-40 | after APGD-CE | after APGD-T | AutoAttack | published AutoAttack "
-        "| train s | eval s |",
+        "(sources: results.json) | train s | eval s |",
         "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|",
     ]  # fmt: skip
     for r in records:
-        anchor = f"{r['anchor'][0]}: {r['anchor'][1]:.2f}" if r["anchor"] else ""
+        anchor = f"{r['published']['autoattack']:.2f}" if r["published"] else ""
         if "error" in r:
             lines.append(f"| {r['row']} | | | | | | {r['error']} | {anchor} | | |")
             continue
