@@ -116,6 +116,10 @@ def test_train_resume_continues_a_text_run(text_run, tmp_path, capsys):
             ["train", "--data", "{data}", "--model", "{model}", "--method", "fgm", "--steps", "2", "--out", "{tmp}/x"],
             "steps does not apply to method fgm",
         ),
+        (
+            ["train", "--data", "{data}", "--method", "freelb", "--include-clean", "--out", "{tmp}/x"],
+            "include_clean does not apply to method freelb",
+        ),
         (["train", "--data", "{data}", "--model", "{model}", "--out", "{run}"], "already holds a run (last.pt)"),
         (["eval", "{run}", "--attack", "pgd"], "--attack applies to image runs only"),
         (["eval", "{run}", "--no-sanity"], "--no-sanity applies to image runs only"),

@@ -77,6 +77,24 @@ def test_every_method_trains_and_records_the_options_it_used(files, tmp_path, me
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.parametrize(("method", "default"), [("pgd", False), ("fgm", True)])
+def test_include_clean_reaches_the_adversary_and_is_saved(files, tmp_path, method, default):
+    assert TextTrainer(config(files, tmp_path / "auto", method=method, epochs=1)).config.include_clean is default
+    trainer = TextTrainer(config(files, tmp_path / "set", method=method, epochs=1, include_clean=not default))
+    assert trainer.adversary.include_clean is (not default)
+    assert trainer.config.include_clean is (not default)
+
+
+def test_the_split_seed_fixes_the_test_set_across_run_seeds(files, tmp_path):
+    from advfast.text.training.trainer import load_text_data
+
+    def test_texts(**changes):
+        return list(load_text_data(config(files, tmp_path, **changes)).test.texts)
+
+    assert test_texts(seed=1) != test_texts(seed=0), "without a split seed, the run's seed draws the split"
+    assert test_texts(seed=1, split_seed=0) == test_texts(seed=0) == test_texts(seed=2, split_seed=0)
+
+
 def test_a_run_that_learns_nothing_says_so(files, tmp_path, capsys):
     trainer = TextTrainer(config(files, tmp_path / "run", epochs=1, lr=1e-9))
     trainer.fit()
@@ -156,6 +174,9 @@ def test_config_round_trips_and_refuses_foreign_fields(files, tmp_path):
         ({"method": "trades"}, "method must be one of"),
         ({"method": "fgm", "steps": 3}, "steps does not apply to method fgm"),
         ({"method": "standard", "eps": 1.0}, "eps does not apply to method standard"),
+        ({"method": "freelb", "include_clean": True}, "include_clean does not apply to method freelb"),
+        ({"method": "pgd", "include_clean": "yes"}, "include_clean must be true or false"),
+        ({"split_seed": -1}, "split_seed must be an integer >= 0"),
         ({"eps": -1.0, "method": "pgd"}, "eps must be in"),
         ({"alpha": 0.0, "method": "pgd"}, "alpha must be in"),
         ({"steps": 0, "method": "freelb"}, "steps must be an integer >= 1"),

@@ -1,6 +1,7 @@
 """Everything a text-classifier fine-tuning run needs, in one serialisable record (``config.json`` reruns it).
 
-The method's options (``eps``, ``alpha``, ``steps``, ``norm``, ``init_mag``, ``weight``) default to ``None``:
+The method's options (``eps``, ``alpha``, ``steps``, ``norm``, ``init_mag``, ``weight``, ``include_clean``)
+default to ``None``:
 the method's own default (each adversary's documented reference setting). The trainer saves the values the
 adversary used, so ``config.json`` holds the numbers of the run.
 """
@@ -21,13 +22,13 @@ NORMS = ("l2", "linf")
 # The options each method takes (keyword arguments of its adversary, by the same names).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "standard": (),
-    "fgm": ("eps", "norm"),
-    "pgd": ("eps", "alpha", "steps", "norm"),
+    "fgm": ("eps", "norm", "include_clean"),
+    "pgd": ("eps", "alpha", "steps", "norm", "include_clean"),
     "freelb": ("eps", "alpha", "steps", "norm", "init_mag"),
     "smart": ("eps", "alpha", "steps", "norm", "weight"),
     "r3f": ("eps", "weight"),
 }
-ALL_METHOD_OPTIONS = ("eps", "alpha", "steps", "norm", "init_mag", "weight")
+ALL_METHOD_OPTIONS = ("eps", "alpha", "steps", "norm", "init_mag", "weight", "include_clean")
 
 
 @dataclass
@@ -46,6 +47,10 @@ class TextTrainConfig(RunConfig):
     label_column: str = option("label", "the label column of a .csv / .jsonl file", group="data")
     model: str = option("minilm", "minilm, or a local from_pretrained folder (a fresh classification head)",
                         group="data")  # fmt: skip
+    split_seed: int | None = option(
+        None, "seeds the train/validation/test split (fix it to compare runs of different --seed on one test set)",
+        group="data", auto="the run's --seed",
+    )  # fmt: skip
     max_length: int = option(128, "tokens per text at most (batches are padded to their longest)", group="data")
     method: str = option("freelb", "fine-tuning method", choices=METHODS, group="method")
     eps: float | None = option(
@@ -63,6 +68,10 @@ class TextTrainConfig(RunConfig):
                                     auto="1")  # fmt: skip
     weight: float | None = option(None, "smart, r3f: weight of the smoothness (symmetric KL) term", group="method",
                                   auto="1")  # fmt: skip
+    include_clean: bool | None = option(
+        None, "fgm, pgd: train on the clean loss plus the adversarial one (--no-include-clean: adversarial only)",
+        group="method", auto="fgm yes, pgd no",
+    )  # fmt: skip
     epochs: int = option(3, "training epochs", group="training")
     batch_size: int = option(32, "samples per optimizer step, over all processes", group="training")
     lr: float = option(5e-5, "peak learning rate of AdamW", group="training")
@@ -90,6 +99,8 @@ class TextTrainConfig(RunConfig):
         for name in ("data", "text_column", "label_column", "model"):
             value = getattr(self, name)
             require(isinstance(value, str) and value != "", f"{name} must be a non-empty string, got {value!r}")
+        if self.split_seed is not None:
+            check_count("split_seed", self.split_seed, minimum=0)
         check_count("max_length", self.max_length, minimum=2)
         if self.eps is not None:
             check_real("eps", self.eps, low=0.0)
@@ -103,6 +114,10 @@ class TextTrainConfig(RunConfig):
             check_real("init_mag", self.init_mag, low=0.0)
         if self.weight is not None:
             check_real("weight", self.weight, low=0.0)
+        if self.include_clean is not None:
+            require(
+                isinstance(self.include_clean, bool), f"include_clean must be true or false, got {self.include_clean!r}"
+            )
         unused = [name for name in ALL_METHOD_OPTIONS if getattr(self, name) is not None]
         unused = [name for name in unused if name not in METHOD_OPTIONS[self.method]]
         require(

@@ -34,10 +34,11 @@ TIMING_FIELDS = ("epoch_seconds", "val_seconds", "samples_per_second")
 
 
 def load_text_data(config: TextTrainConfig) -> TextSplits:
-    """The run's data set, split by its seed (column names apply to files only)."""
+    """The run's data set, split by its split seed (the run's seed unless set; column names apply to files only)."""
     is_file = config.data not in TEXT_DATASETS
     columns = {"text_column": config.text_column, "label_column": config.label_column} if is_file else {}
-    return load_text_dataset(config.data, seed=config.seed, **columns)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    return load_text_dataset(config.data, seed=split_seed, **columns)
 
 
 def make_method(
