@@ -78,7 +78,7 @@ def test_every_method_trains_and_records_the_options_it_used(files, tmp_path, me
 
 
 @pytest.mark.parametrize(("method", "default"), [("pgd", False), ("fgm", True)])
-def test_include_clean_reaches_the_adversary_and_is_saved(files, tmp_path, method, default):
+def test_include_clean_reaches_the_adversary_and_the_resolved_config(files, tmp_path, method, default):
     assert TextTrainer(config(files, tmp_path / "auto", method=method, epochs=1)).config.include_clean is default
     trainer = TextTrainer(config(files, tmp_path / "set", method=method, epochs=1, include_clean=not default))
     assert trainer.adversary.include_clean is (not default)
