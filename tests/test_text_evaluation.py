@@ -134,6 +134,50 @@ def test_embedding_pgd_reaches_the_exact_radius(norm):
     assert result.accuracy[0] == result.clean_accuracy == 1.0 and result.accuracy[-1] == 0.0
 
 
+class RowCounter(torch.nn.Module):
+    """Wraps a classifier and records the rows of every forward that builds a graph (the attack's steps)."""
+
+    def __init__(self, inner: BagOfEmbeddings) -> None:
+        super().__init__()
+        self.inner, self.config, self.rows = inner, inner.config, []
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_input_embeddings()
+
+    def forward(self, inputs_embeds, attention_mask, **unused):
+        if torch.is_grad_enabled():
+            self.rows.append(inputs_embeds.shape[0])
+        return self.inner(inputs_embeds, attention_mask)
+
+
+def test_embedding_pgd_drops_fooled_samples_from_the_batch():
+    inner, table = linear_problem()
+    rows = [[CLS, 4, SEP], [CLS, 4, 5, SEP], [CLS, 8, 10, 7, 11, SEP], [CLS, 11, 11, SEP]]
+    radii = []
+    for r in rows:
+        words = r[1:-1]
+        margin = sum(table[w, 1] - table[w, 0] for w in words).item() / len(r)
+        radii.append(margin * len(r) / math.sqrt(2 * len(words)))
+    eps = 0.6  # radii 0.14 and 0.26 fall (well inside: in a few steps), 1.09 and 1.0 hold
+    holding = sum(r > eps for r in radii)
+    counted = RowCounter(inner)
+    result = text.embedding_pgd(
+        counted, padded(rows), eps=eps, steps=10, restarts=2, special_token_ids=SPECIAL,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert result.fooled.tolist() == [r < eps for r in radii] and holding == 2
+    first, second = counted.rows[:10], counted.rows[10:]
+    assert first == sorted(first, reverse=True) and first[-1] == holding < first[0]  # the fooled leave
+    assert second == [holding] * 10  # the restart runs on what held
+    counted.rows.clear()
+    no_stop = text.embedding_pgd(
+        counted, padded(rows), eps=eps, steps=10, restarts=2, special_token_ids=SPECIAL, early_stop=False,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert no_stop.fooled.tolist() == result.fooled.tolist()
+    assert counted.rows == [4] * 10 + [holding] * 10
+
+
 # ---- consistency on a tiny BERT --------------------------------------------------------------------------------
 
 

@@ -58,9 +58,10 @@ def embedding_pgd(
         l2:   delta_b <- P_eps(delta_b + alpha * g_b / ||g_b||_2)
         linf: delta   <- clip(delta + alpha * sign(g), -eps, eps)
 
-    ``alpha`` defaults to ``2.5 * eps / steps``. With ``early_stop`` a sample is frozen (a per-sample mask to
-    the op) from the step it is misclassified, so its fooling perturbation is kept. Restarts run only on the
-    samples not yet fooled; per sample the strongest result is kept. Padding and special tokens never move.
+    ``alpha`` defaults to ``2.5 * eps / steps``. With ``early_stop`` a sample misclassified at a step keeps
+    that perturbation (a per-sample mask to the op) and leaves the batch for the rest of the restart; restarts
+    run only on the samples not yet fooled, so the cost follows what still holds. Per sample the strongest
+    result is kept. Padding and special tokens never move.
     The model's parameters' ``.grad`` are not touched.
     """
     needs_autograd("embedding_pgd")
@@ -90,16 +91,23 @@ def embedding_pgd(
             sub, e = text.rows(active), embeds[active]
             delta = ball_start(e, sub.movable, eps=eps, norm=norm, generator=generator)
             origin = torch.zeros_like(delta)
-            done = torch.zeros(active.numel(), dtype=torch.bool, device=e.device)
+            # Rows of ``sub`` still attacked: a sample fooled at a step keeps that point and leaves the batch,
+            # so a restart costs in proportion to what still holds.
+            live = torch.arange(active.numel(), device=e.device)
             for _ in range(steps):
-                point = delta.detach().requires_grad_(True)
-                step_logits = classifier.logits(sub, e + point)
-                (grad,) = torch.autograd.grad(_per_sample_ce(step_logits, sub.labels).sum(), point)
+                whole = live.numel() == active.numel()
+                rows, e_live, d = (sub, e, delta) if whole else (sub.rows(live), e[live], delta[live])
+                point = d.detach().requires_grad_(True)
+                step_logits = classifier.logits(rows, e_live + point)
+                (grad,) = torch.autograd.grad(_per_sample_ce(step_logits, rows.labels).sum(), point)
+                holds = step_logits.detach().argmax(dim=1) == rows.labels if early_stop else None
+                step_(d, grad, rows.movable, eps=eps, alpha=alpha, active=holds, origin=origin[: live.numel()])
+                if not whole:
+                    delta[live] = d
                 if early_stop:
-                    done = done | (step_logits.detach().argmax(dim=1) != sub.labels)
-                step_(
-                    delta, grad, sub.movable, eps=eps, alpha=alpha, active=~done if early_stop else None, origin=origin
-                )
+                    live = live[holds]
+                    if live.numel() == 0:
+                        break
             with torch.no_grad():
                 final = classifier.logits(sub, e + delta)
             loss = _per_sample_ce(final, sub.labels)
