@@ -91,23 +91,27 @@ def embedding_pgd(
             sub, e = text.rows(active), embeds[active]
             delta = ball_start(e, sub.movable, eps=eps, norm=norm, generator=generator)
             origin = torch.zeros_like(delta)
-            # Rows of ``sub`` still attacked: a sample fooled at a step keeps that point and leaves the batch,
-            # so a restart costs in proportion to what still holds.
-            live = torch.arange(active.numel(), device=e.device)
+            # ``d`` holds the rows of ``delta`` still attacked (``index`` into ``sub``; ``delta`` itself until a
+            # sample leaves): a sample fooled at a step keeps that point and leaves the batch, so a restart costs
+            # in proportion to what still holds. The rows are gathered again only when some leave.
+            rows, e_live, d, index = sub, e, delta, None
             for _ in range(steps):
-                whole = live.numel() == active.numel()
-                rows, e_live, d = (sub, e, delta) if whole else (sub.rows(live), e[live], delta[live])
                 point = d.detach().requires_grad_(True)
                 step_logits = classifier.logits(rows, e_live + point)
                 (grad,) = torch.autograd.grad(_per_sample_ce(step_logits, rows.labels).sum(), point)
                 holds = step_logits.detach().argmax(dim=1) == rows.labels if early_stop else None
-                step_(d, grad, rows.movable, eps=eps, alpha=alpha, active=holds, origin=origin[: live.numel()])
-                if not whole:
-                    delta[live] = d
-                if early_stop:
-                    live = live[holds]
-                    if live.numel() == 0:
-                        break
+                step_(d, grad, rows.movable, eps=eps, alpha=alpha, active=holds, origin=origin[: d.shape[0]])
+                if holds is None or bool(holds.all()):
+                    continue
+                if index is not None:
+                    delta[index] = d
+                keep = torch.nonzero(holds).flatten()
+                index = keep if index is None else index[keep]
+                if index.numel() == 0:
+                    break
+                rows, e_live, d = rows.rows(keep), e_live[keep], d[keep]
+            if index is not None and index.numel() > 0:
+                delta[index] = d
             with torch.no_grad():
                 final = classifier.logits(sub, e + delta)
             loss = _per_sample_ce(final, sub.labels)
